@@ -1,0 +1,36 @@
+"""edge-sdk: take a trained model to an edge device.
+
+Importing the package does no I/O. The public API:
+    load_target, list_targets  target registry (targets/*.toml)
+    load_model                 ONNX file, ModelProto or torch.nn.Module -> Model
+    inspect                    per-node costs, memory and per-target placement -> Inspection
+"""
+
+from edge_sdk.errors import (
+    DependencyError,
+    DynamicShapeError,
+    EdgeSdkError,
+    ModelError,
+    TargetError,
+    UsageError,
+)
+from edge_sdk.profile import Kind, Precision, TargetProfile
+from edge_sdk.targets import list_targets, load_target, load_targets
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DependencyError",
+    "DynamicShapeError",
+    "EdgeSdkError",
+    "Kind",
+    "ModelError",
+    "Precision",
+    "TargetError",
+    "TargetProfile",
+    "UsageError",
+    "__version__",
+    "list_targets",
+    "load_target",
+    "load_targets",
+]

@@ -1,0 +1,141 @@
+"""The edge-sdk command line: parse, call one public function, render. The only module that
+prints or exits. A user error is one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+
+from edge_sdk import __version__, render
+from edge_sdk.errors import EdgeSdkError, UsageError
+from edge_sdk.profile import Precision
+from edge_sdk.serialize import to_jsonable
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Take a trained model to an edge device.")
+targets_app = typer.Typer(no_args_is_help=True, help="The device target registry.")
+app.add_typer(targets_app, name="targets")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
+TargetsDirOpt = Annotated[list[Path] | None, typer.Option(
+    "--targets-dir", help="Extra directory of target .toml files (repeatable; also $EDGE_SDK_TARGETS).")]
+
+
+def _emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(document), indent=2) + "\n")
+
+
+def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for value in values or []:
+        name, sep, dims = value.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape:
+            raise UsageError(f"--input-shape '{value}' is not NAME=DxDxD, e.g. --input-shape input=1x3x224x224")
+        shapes[name] = shape
+    return shapes
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False) -> None:
+    if version:
+        out.print(f"edge-sdk {__version__}")
+        raise typer.Exit()
+
+
+@targets_app.command("list")
+def targets_list(json_out: JsonOpt = False, targets_dir: TargetsDirOpt = None) -> None:
+    """Every device profile, one line each."""
+    from edge_sdk.targets import list_targets
+
+    profiles = list_targets(targets_dir or ())
+    if json_out:
+        _emit_json({"targets": profiles})
+    else:
+        out.print(render.targets_table(profiles))
+
+
+@targets_app.command("show")
+def targets_show(target: str, json_out: JsonOpt = False, targets_dir: TargetsDirOpt = None) -> None:
+    """Specs, precisions, runtimes, quantization rules, supported ops and sources of one target."""
+    from edge_sdk.targets import load_target
+
+    profile = load_target(target, targets_dir or ())
+    if json_out:
+        _emit_json(profile)
+    else:
+        out.print(render.target_detail(profile))
+
+
+@app.command("inspect")
+def inspect_cmd(
+    model: Annotated[Path, typer.Argument(help="The .onnx model.")],
+    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Target id (repeatable).")] = None,
+    precision: Annotated[Precision | None, typer.Option(help="Precision (default: each target's own).")] = None,
+    input_shape: Annotated[list[str] | None, typer.Option(
+        "--input-shape", help="Fix a dynamic input: NAME=1x3x224x224 (repeatable).")] = None,
+    per_node: Annotated[bool, typer.Option("--per-node", help="Show every node.")] = False,
+    json_out: JsonOpt = False,
+    targets_dir: TargetsDirOpt = None,
+) -> None:
+    """MACs, parameters, memory, and where each node runs on each target (with the reason)."""
+    from edge_sdk.inspect import inspect
+
+    result = inspect(model, target or [], precision=precision, input_shapes=parse_input_shapes(input_shape),
+                     targets_dirs=targets_dir or ())
+    if json_out:
+        _emit_json(result.to_dict())
+    else:
+        out.print(render.inspection(result, per_node=per_node))
+
+
+@app.command("demo")
+def demo_cmd(json_out: JsonOpt = False, targets_dir: TargetsDirOpt = None) -> None:
+    """Run every stage that exists on the built-in demo model, for every target."""
+    from edge_sdk.demo import run_demo
+
+    if json_out:
+        _emit_json(run_demo(targets_dirs=targets_dir or ()).to_dict())
+        return
+    with err.status("running the demo model through every target ..."):
+        result = run_demo(targets_dirs=targets_dir or ())
+    out.print(render.demo(result))
+
+
+def _fail(message: str, code: int) -> None:
+    if "--json" in sys.argv[1:]:
+        sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+    err.print(f"[red]error:[/] {message}", soft_wrap=True)
+    sys.exit(code)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("onnxslim").setLevel(logging.ERROR)
+    try:
+        app(standalone_mode=False)
+    except EdgeSdkError as exc:
+        _fail(str(exc), exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _fail("interrupted; nothing was written", 130)
+
+
+if __name__ == "__main__":
+    main()

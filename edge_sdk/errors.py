@@ -1,0 +1,38 @@
+"""One error tree for the library. The message of each error is the one line a user sees:
+it names the thing that is wrong and the next step. Only cli.py turns these into output."""
+
+from __future__ import annotations
+
+
+class EdgeSdkError(Exception):
+    """Base of every error edge-sdk raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(EdgeSdkError):
+    """The command line or call was not well formed."""
+
+    exit_code = 2
+
+
+class ModelError(EdgeSdkError):
+    """The model file is missing, unreadable, invalid or outside what edge-sdk accepts."""
+
+    exit_code = 3
+
+
+class DynamicShapeError(ModelError):
+    """An input or intermediate tensor has a dimension that is not fixed."""
+
+
+class TargetError(EdgeSdkError):
+    """An unknown target id, or a target profile file that does not validate."""
+
+    exit_code = 4
+
+
+class DependencyError(EdgeSdkError):
+    """An optional dependency is needed and not installed."""
+
+    exit_code = 5

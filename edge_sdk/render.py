@@ -1,0 +1,159 @@
+"""Rich renderables for the CLI. Builds tables only; cli.py prints them."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from edge_sdk.demo import DemoResult
+from edge_sdk.inspect import Inspection, TargetReport
+from edge_sdk.profile import TargetProfile
+from edge_sdk.support import Where, rule_text
+
+
+def count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:g}"
+
+
+def size(n: float) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def targets_table(profiles: list[TargetProfile]) -> Table:
+    table = Table(title="Targets", show_lines=False)
+    for column in ("id", "kind", "name", "unit", "precisions", "formats", "memory"):
+        table.add_column(column)
+    for p in profiles:
+        precisions = ", ".join(f"[bold]{x.value}[/]" if x is p.deploy.default_precision else x.value
+                               for x in p.deploy.precisions)
+        table.add_row(p.id + ("" if p.builtin else " (user)"), p.kind.value, p.name, p.compute.unit,
+                      precisions, ", ".join(p.deploy.formats), _memory(p))
+    return table
+
+
+def _memory(p: TargetProfile) -> str:
+    parts = []
+    if p.memory.ram_mb:
+        parts.append("RAM " + "/".join(count(m) if m < 1024 else f"{m // 1024}G" for m in p.memory.ram_mb))
+    if p.memory.sram_kb:
+        parts.append(f"SRAM {p.memory.sram_kb:g} KB")
+    if p.memory.flash_mb:
+        parts.append(f"flash {p.memory.flash_mb:g} MB")
+    return ", ".join(parts) or "-"
+
+
+def target_detail(p: TargetProfile) -> Group:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    c, m, d, q = p.compute, p.memory, p.deploy, p.quantization
+    rows = [
+        ("id", p.id + (f" (aliases: {', '.join(p.aliases)})" if p.aliases else "")),
+        ("name", p.name), ("kind", p.kind.value), ("description", p.description), ("soc", p.soc or "-"),
+        ("unit", c.unit), ("cores", str(c.cores or "-")),
+        ("clock", f"{c.clock_mhz:g} MHz" if c.clock_mhz else "-"), ("ISA", ", ".join(c.isa) or "-"),
+        ("peak", ", ".join(f"{k.value} {v:g} GOPS" for k, v in c.peak_gops.items()) or "-"),
+        ("memory", _memory(p) + f"; weights in {m.weights_in}, activations in {m.activations_in}"),
+        ("bandwidth", f"{m.bandwidth_gbps:g} GB/s ({m.bandwidth_kind})" if m.bandwidth_gbps else "-"),
+        ("formats", ", ".join(d.formats)), ("runtimes", ", ".join(d.runtimes)),
+        ("precisions", ", ".join(x.value for x in d.precisions) + f" (default {d.default_precision.value})"),
+        ("weights", _spec(q.weights)), ("activations", _spec(q.activations)),
+        ("partitioning", f"{p.ops.partitioning.value}; unsupported ops -> {p.ops.fallback_unit}"
+         if p.ops.fallback.value == "cpu" else f"{p.ops.partitioning.value}; unsupported ops cannot run"),
+        ("file", str(p.path)),
+    ]
+    for fixed in q.fixed_outputs:
+        rows.append(("fixed output", f"{fixed.op}: scale {fixed.scale:g}, zero point {fixed.zero_point} "
+                                     f"({fixed.why})"))
+    for key, value in rows:
+        facts.add_row(key, Text(value))
+    ops = Table(title=f"Ops on {c.unit}" + (f" (source: {p.ops.source})" if p.ops.source else ""))
+    ops.add_column("ONNX op")
+    ops.add_column("limits")
+    for name, rule in p.ops.rules.items():
+        ops.add_row(name, Text(rule_text(rule) + (f". {rule.note}" if rule.note else "")))
+    notes = Text("sources:\n" + "\n".join(f"  - {s}" for s in p.sources))
+    if p.unconfirmed:
+        notes.append("\nunconfirmed:\n" + "\n".join(f"  - {s}" for s in p.unconfirmed), style="yellow")
+    return Group(facts, ops, notes)
+
+
+def _spec(s) -> str:
+    flags = ["per-channel" if s.per_channel else "per-tensor", "symmetric" if s.symmetric else "asymmetric"]
+    if s.narrow_range:
+        flags.append("narrow range")
+    return f"{s.dtype} ({', '.join(flags)})"
+
+
+def inspection(result: Inspection, *, per_node: bool = False) -> Group:
+    m, t = result.model, result.totals
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("model", f"{m.name} ({m.source}), opset {m.opset}, sha256 {m.sha256[:12]}")
+    head.add_row("inputs", ", ".join(f"{s.name} {'x'.join(map(str, s.shape))} {s.dtype}" for s in m.inputs))
+    head.add_row("outputs", ", ".join(f"{s.name} {'x'.join(map(str, s.shape))} {s.dtype}" for s in m.outputs))
+    head.add_row("simplified", "; ".join(m.passes) or "nothing to simplify")
+    head.add_row("totals", f"{t.nodes} nodes, {count(t.macs)} MACs, {count(t.params)} params "
+                           f"({size(t.weights_bytes)}), peak activations {size(t.peak_activation_bytes)} "
+                           f"at '{t.peak_at_node}'")
+    head.add_row("ops", ", ".join(f"{k} {v}" for k, v in t.op_counts.items()))
+    parts: list = [head]
+    if per_node:
+        parts.append(_nodes_table(result))
+    if result.targets:
+        parts.append(targets_summary(result.targets))
+        for report in result.targets:
+            if report.fallbacks:
+                parts.append(_fallbacks(report))
+    return Group(*parts)
+
+
+def _nodes_table(result: Inspection) -> Table:
+    table = Table(title="Nodes (execution order)")
+    for column in ("node", "op", "output shape", "MACs", "params", "read", "written"):
+        table.add_column(column, justify="right" if column in ("MACs", "params", "read", "written") else "left")
+    for n in result.nodes:
+        shape = ", ".join("x".join(map(str, s)) for s in n.output_shapes)
+        table.add_row(n.name, n.op_type, shape, count(n.macs), count(n.params), size(n.bytes_read),
+                      size(n.bytes_written))
+    return table
+
+
+def targets_summary(reports: tuple[TargetReport, ...]) -> Table:
+    table = Table(title="Placement per target")
+    for column in ("target", "precision", "on unit", "fallback", "unsupported", "MACs on unit",
+                   "partitions", "transposes", "weights", "peak act.", "fits"):
+        table.add_column(column)
+    for r in reports:
+        fits = {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]unknown[/]"}[r.fit.ok]
+        table.add_row(r.target, r.precision.value, str(r.on_unit), str(r.on_fallback), str(r.unsupported),
+                      f"{r.macs_on_unit_pct:.1f}%", f"{r.partitions} ({r.unit_partitions} on unit)",
+                      str(r.transposes), size(r.weights_bytes), size(r.peak_activation_bytes), fits)
+    return table
+
+
+def _fallbacks(r: TargetReport) -> Table:
+    side = {Where.FALLBACK: r.fallback_unit, Where.UNSUPPORTED: "nowhere (unsupported)"}
+    table = Table(title=f"{r.target}: nodes not on {r.unit} (-> {side[Where.FALLBACK]})", title_justify="left")
+    table.add_column("op")
+    table.add_column("nodes", justify="right")
+    table.add_column("reason")
+    for f in r.fallbacks:
+        table.add_row(f.op_type, str(f.nodes), Text(f.reason))
+    table.caption = f"fit: {r.fit.reason}"
+    return table
+
+
+def demo(result: DemoResult) -> Group:
+    stated = f" (stated in the recipe: {result.stated_accuracy:.2%})" if result.stated_accuracy is not None else ""
+    line = Text(f"demo model float top-1 accuracy {result.float_accuracy:.2%} on {result.eval_samples} "
+                f"held-out MNIST digits, measured now with ONNX Runtime{stated}")
+    return Group(line, inspection(result.inspection))
