@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 
@@ -18,17 +17,25 @@ from edge_sdk.errors import EdgeSdkError, UsageError
 from edge_sdk.profile import Precision
 from edge_sdk.serialize import to_jsonable
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Take a trained model to an edge device.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Take a trained model to an edge device.",
+)
 targets_app = typer.Typer(no_args_is_help=True, help="The device target registry.")
 app.add_typer(targets_app, name="targets")
 
 out = Console(highlight=False)
+if not out.is_terminal:  # logs and pipes: wide enough for the tables, not the 80 columns default
+    out.width = 120
 err = Console(stderr=True, highlight=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
-TargetsDirOpt = Annotated[list[Path] | None, typer.Option(
-    "--targets-dir", help="Extra directory of target .toml files (repeatable; also $EDGE_SDK_TARGETS).")]
+TargetsDirOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--targets-dir", help="Extra directory of target .toml files (repeatable; also $EDGE_SDK_TARGETS)."),
+]
 
 
 def _emit_json(document: Any) -> None:
@@ -85,8 +92,9 @@ def inspect_cmd(
     model: Annotated[Path, typer.Argument(help="The .onnx model.")],
     target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Target id (repeatable).")] = None,
     precision: Annotated[Precision | None, typer.Option(help="Precision (default: each target's own).")] = None,
-    input_shape: Annotated[list[str] | None, typer.Option(
-        "--input-shape", help="Fix a dynamic input: NAME=1x3x224x224 (repeatable).")] = None,
+    input_shape: Annotated[
+        list[str] | None, typer.Option("--input-shape", help="Fix a dynamic input: NAME=1x3x224x224 (repeatable).")
+    ] = None,
     per_node: Annotated[bool, typer.Option("--per-node", help="Show every node.")] = False,
     json_out: JsonOpt = False,
     targets_dir: TargetsDirOpt = None,
@@ -94,8 +102,13 @@ def inspect_cmd(
     """MACs, parameters, memory, and where each node runs on each target (with the reason)."""
     from edge_sdk.inspect import inspect
 
-    result = inspect(model, target or [], precision=precision, input_shapes=parse_input_shapes(input_shape),
-                     targets_dirs=targets_dir or ())
+    result = inspect(
+        model,
+        target or [],
+        precision=precision,
+        input_shapes=parse_input_shapes(input_shape),
+        targets_dirs=targets_dir or (),
+    )
     if json_out:
         _emit_json(result.to_dict())
     else:
@@ -129,11 +142,14 @@ def main() -> None:
         app(standalone_mode=False)
     except EdgeSdkError as exc:
         _fail(str(exc), exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        _fail(exc.format_message(), exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except typer.TyperException as exc:  # typer's own click: bad options, missing arguments
+        message = " ".join((exc.format_message() if hasattr(exc, "format_message") else str(exc)).split())
+        if not message:  # no arguments at all: the help was shown
+            sys.exit(0)
+        _fail(message, getattr(exc, "exit_code", 2))
+    except (KeyboardInterrupt, typer.Abort):
         _fail("interrupted; nothing was written", 130)
 
 

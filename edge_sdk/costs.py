@@ -79,8 +79,9 @@ class Graph:
                 continue
             ttype = value.type.tensor_type
             shape = tuple(int(d.dim_value) for d in ttype.shape.dim)
-            self.tensors[value.name] = Tensor(value.name, shape, _np_dtype(ttype.elem_type),
-                                              value.name in self.constants)
+            self.tensors[value.name] = Tensor(
+                value.name, shape, _np_dtype(ttype.elem_type), value.name in self.constants
+            )
         self.graph_inputs = [v.name for v in graph.input if v.name not in self.constants]
         self.graph_outputs = [v.name for v in graph.output]
 
@@ -110,17 +111,19 @@ def node_costs(graph: Graph) -> list[NodeCost]:
             if t is not None and t.is_parameter and t.name not in counted:
                 counted.add(t.name)
                 params += t.elements
-        costs.append(NodeCost(
-            name=node.name or node.output[0],
-            op_type=node.op_type,
-            inputs=tuple(node.input),
-            outputs=tuple(node.output),
-            output_shapes=tuple(t.shape if t else () for t in outs),
-            macs=_macs(node, ins, outs),
-            params=params,
-            bytes_read=sum(t.nbytes for t in ins if t is not None),
-            bytes_written=sum(t.nbytes for t in outs if t is not None),
-        ))
+        costs.append(
+            NodeCost(
+                name=node.name or node.output[0],
+                op_type=node.op_type,
+                inputs=tuple(node.input),
+                outputs=tuple(node.output),
+                output_shapes=tuple(t.shape if t else () for t in outs),
+                macs=_macs(node, ins, outs),
+                params=params,
+                bytes_read=sum(t.nbytes for t in ins if t is not None),
+                bytes_written=sum(t.nbytes for t in outs if t is not None),
+            )
+        )
     return costs
 
 

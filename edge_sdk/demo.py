@@ -37,5 +37,11 @@ def run_demo(*, targets_dirs: Sequence[str | Path] = ()) -> DemoResult:
     split = load_split(recipe, "evaluation")
     accuracy = top1_accuracy(model, split, recipe.model_input)
     inspection = inspect(model, list_targets(targets_dirs))
-    return DemoResult(model_path=str(DEMO_MODEL), recipe_path=str(recipe.path), eval_samples=len(split.inputs),
-                      float_accuracy=accuracy, stated_accuracy=recipe.float_accuracy, inspection=inspection)
+    return DemoResult(
+        model_path=str(DEMO_MODEL),
+        recipe_path=str(recipe.path),
+        eval_samples=len(split.inputs),
+        float_accuracy=accuracy,
+        stated_accuracy=recipe.float_accuracy,
+        inspection=inspection,
+    )

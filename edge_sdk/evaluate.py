@@ -21,7 +21,7 @@ def predict(model: Model, inputs: np.ndarray, input_name: str) -> np.ndarray:
     sess = session(model)
     output = model.outputs[0].name
     batch = model.inputs[0].shape[0] if model.inputs[0].shape else 1
-    results = [sess.run([output], {input_name: inputs[i:i + batch]})[0] for i in range(0, len(inputs), batch)]
+    results = [sess.run([output], {input_name: inputs[i : i + batch]})[0] for i in range(0, len(inputs), batch)]
     return np.concatenate(results, axis=0)
 
 

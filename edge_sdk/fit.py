@@ -61,8 +61,10 @@ def check_fit(target: TargetProfile, weights_bytes: int, activations_bytes: int)
         notes.append(f"weights {_mb(weights_bytes)} (no {w_label} size stated)")
         unknown = True
     elif weights_bytes > w_cap and w_where == "onchip":
-        notes.append(f"weights {_mb(weights_bytes)} exceed {w_label}: "
-                     f"{_mb(weights_bytes - w_cap)} stream from host memory (slower)")
+        notes.append(
+            f"weights {_mb(weights_bytes)} exceed {w_label}: "
+            f"{_mb(weights_bytes - w_cap)} stream from host memory (slower)"
+        )
     elif weights_bytes > w_cap:
         notes.append(f"weights {_mb(weights_bytes)} exceed {w_label}")
         ok = False

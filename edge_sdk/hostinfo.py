@@ -13,11 +13,26 @@ from pathlib import Path
 
 # Kernel cpuinfo flags -> the ISA vocabulary the target profiles use.
 _ISA_FLAGS = {
-    "asimd": "neon", "neon": "neon", "asimdhp": "fp16", "asimddp": "dotprod", "i8mm": "i8mm",
-    "sve": "sve", "sve2": "sve2", "bf16": "bf16",
-    "sse4_2": "sse4.2", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
-    "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512_vnni": "avx512-vnni", "avx_vnni": "avx-vnni",
-    "avx512_bf16": "avx512-bf16", "avx512_fp16": "avx512-fp16", "amx_int8": "amx-int8",
+    "asimd": "neon",
+    "neon": "neon",
+    "asimdhp": "fp16",
+    "asimddp": "dotprod",
+    "i8mm": "i8mm",
+    "sve": "sve",
+    "sve2": "sve2",
+    "bf16": "bf16",
+    "sse4_2": "sse4.2",
+    "avx": "avx",
+    "avx2": "avx2",
+    "fma": "fma",
+    "f16c": "f16c",
+    "avx512f": "avx512f",
+    "avx512bw": "avx512bw",
+    "avx512_vnni": "avx512-vnni",
+    "avx_vnni": "avx-vnni",
+    "avx512_bf16": "avx512-bf16",
+    "avx512_fp16": "avx512-fp16",
+    "amx_int8": "amx-int8",
 }
 
 

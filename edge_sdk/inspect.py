@@ -111,14 +111,20 @@ def inspect(
         peak_at_node=peak.at_node,
         op_counts=MappingProxyType(dict(sorted(Counter(c.op_type for c in costs).items()))),
     )
-    info = ModelInfo(name=loaded.name, source=loaded.source, sha256=loaded.sha256, opset=loaded.opset,
-                     inputs=loaded.inputs, outputs=loaded.outputs, passes=loaded.passes)
+    info = ModelInfo(
+        name=loaded.name,
+        source=loaded.source,
+        sha256=loaded.sha256,
+        opset=loaded.opset,
+        inputs=loaded.inputs,
+        outputs=loaded.outputs,
+        passes=loaded.passes,
+    )
     reports = tuple(_target_report(graph, costs, p, precision or p.deploy.default_precision) for p in profiles)
     return Inspection(model=info, totals=totals, targets=reports, nodes=tuple(costs))
 
 
-def _target_report(graph: Graph, costs: list[NodeCost], target: TargetProfile,
-                   precision: Precision) -> TargetReport:
+def _target_report(graph: Graph, costs: list[NodeCost], target: TargetProfile, precision: Precision) -> TargetReport:
     placements = place(graph, target, precision)
     where = Counter(p.where for p in placements)
     total_macs = sum(c.macs for c in costs) or 1
@@ -128,13 +134,21 @@ def _target_report(graph: Graph, costs: list[NodeCost], target: TargetProfile,
     activations = peak_activation_memory(graph, lambda t: activation_bytes_at(t, precision)).bytes
     grouped = Counter((p.op_type, p.reason) for p in placements if p.where is not Where.UNIT)
     return TargetReport(
-        target=target.id, name=target.name, kind=target.kind, precision=precision,
-        unit=target.compute.unit, fallback_unit=target.ops.fallback_unit,
-        on_unit=where[Where.UNIT], on_fallback=where[Where.FALLBACK], unsupported=where[Where.UNSUPPORTED],
+        target=target.id,
+        name=target.name,
+        kind=target.kind,
+        precision=precision,
+        unit=target.compute.unit,
+        fallback_unit=target.ops.fallback_unit,
+        on_unit=where[Where.UNIT],
+        on_fallback=where[Where.FALLBACK],
+        unsupported=where[Where.UNSUPPORTED],
         macs_on_unit_pct=round(100.0 * unit_macs / total_macs, 2),
-        partitions=partitions, unit_partitions=unit_partitions,
+        partitions=partitions,
+        unit_partitions=unit_partitions,
         transposes=sum(1 for n in graph.nodes if n.op_type == "Transpose"),
-        weights_bytes=weights, peak_activation_bytes=activations,
+        weights_bytes=weights,
+        peak_activation_bytes=activations,
         fit=check_fit(target, weights, activations),
         fallbacks=tuple(Fallback(op, reason, n) for (op, reason), n in grouped.most_common()),
         placements=tuple(placements),
@@ -151,8 +165,12 @@ def activation_bytes_at(t: Tensor, precision: Precision) -> int:
 
 def weights_bytes_at(graph: Graph, precision: Precision) -> int:
     """Bytes of the constants once stored at `precision`; integer formats keep biases as int32."""
-    biases = {node.input[i] for node in graph.nodes
-              for op, i in _BIAS_INPUT.items() if node.op_type == op and len(node.input) > i}
+    biases = {
+        node.input[i]
+        for node in graph.nodes
+        for op, i in _BIAS_INPUT.items()
+        if node.op_type == op and len(node.input) > i
+    }
     total = 0
     for t in graph.tensors.values():
         if not t.constant:
@@ -164,4 +182,3 @@ def weights_bytes_at(graph: Graph, precision: Precision) -> int:
         else:
             total += t.elements * precision.weight_bytes
     return total
-

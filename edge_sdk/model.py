@@ -76,8 +76,10 @@ def load_model(
         proto = _export_torch(source, example_inputs)
         name, origin, raw = type(source).__name__, f"<torch {type(source).__name__}>", None
     else:
-        raise UsageError(f"cannot load a model from {type(source).__name__}; pass an .onnx path, "
-                         "an onnx.ModelProto or a torch.nn.Module")
+        raise UsageError(
+            f"cannot load a model from {type(source).__name__}; pass an .onnx path, "
+            "an onnx.ModelProto or a torch.nn.Module"
+        )
     digest = hashlib.sha256(raw or proto.SerializeToString(deterministic=True)).hexdigest()
     opset = _check_opset(proto, origin)
     _check_valid(proto, origin)
@@ -86,9 +88,16 @@ def load_model(
     if simplify:
         proto, passes = _simplify(proto, origin)
     proto = _infer_shapes(proto, origin)
-    return Model(proto=proto, name=name, source=origin, sha256=digest, opset=opset,
-                 inputs=tuple(_spec(v) for v in _graph_inputs(proto)),
-                 outputs=tuple(_spec(v) for v in proto.graph.output), passes=passes)
+    return Model(
+        proto=proto,
+        name=name,
+        source=origin,
+        sha256=digest,
+        opset=opset,
+        inputs=tuple(_spec(v) for v in _graph_inputs(proto)),
+        outputs=tuple(_spec(v) for v in proto.graph.output),
+        passes=passes,
+    )
 
 
 def _read_onnx(path: Path) -> tuple[onnx.ModelProto, bytes]:
@@ -108,8 +117,9 @@ def _read_onnx(path: Path) -> tuple[onnx.ModelProto, bytes]:
     except (DecodeError, RuntimeError, ValueError):
         raise ModelError(_unparsable(path, data)) from None
     if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
-        raise ModelError(f"{path}: not an ONNX model (no graph or opset); export it with torch.onnx.export "
-                         "or another ONNX exporter") from None
+        raise ModelError(
+            f"{path}: not an ONNX model (no graph or opset); export it with torch.onnx.export or another ONNX exporter"
+        ) from None
     _load_external_data(proto, path)
     return proto, data
 
@@ -117,8 +127,10 @@ def _read_onnx(path: Path) -> tuple[onnx.ModelProto, bytes]:
 def _unparsable(path: Path, data: bytes) -> str:
     # An ONNX file starts with field 1 (ir_version, varint): byte 0x08 then a small version.
     if len(data) > 2 and data[0] == 0x08 and 3 <= data[1] <= 20:
-        return (f"{path}: the ONNX file is truncated or corrupt ({len(data)} bytes, protobuf parsing "
-                "failed); copy or export it again")
+        return (
+            f"{path}: the ONNX file is truncated or corrupt ({len(data)} bytes, protobuf parsing "
+            "failed); copy or export it again"
+        )
     return f"{path}: not an ONNX file (protobuf parsing failed); pass a .onnx model"
 
 
@@ -130,11 +142,15 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
         info = external_data_helper.ExternalDataInfo(tensor)
         location = (base / info.location).resolve()
         if base not in location.parents:
-            raise ModelError(f"{path}: external data location '{info.location}' points outside the model's "
-                             "folder; refusing to read it")
+            raise ModelError(
+                f"{path}: external data location '{info.location}' points outside the model's "
+                "folder; refusing to read it"
+            )
         if not location.is_file():
-            raise ModelError(f"{path}: external data file '{info.location}' is missing (expected at "
-                             f"{location}); copy it next to the model")
+            raise ModelError(
+                f"{path}: external data file '{info.location}' is missing (expected at "
+                f"{location}); copy it next to the model"
+            )
     try:
         external_data_helper.load_external_data_for_model(proto, str(base))
     except (OSError, ValueError) as exc:
@@ -156,8 +172,14 @@ def _export_torch(module: Any, example_inputs: tuple | None) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.onnx"
         try:
-            torch.onnx.export(module, tuple(example_inputs), str(out), opset_version=TORCH_EXPORT_OPSET,
-                              dynamo=True, external_data=False)
+            torch.onnx.export(
+                module,
+                tuple(example_inputs),
+                str(out),
+                opset_version=TORCH_EXPORT_OPSET,
+                dynamo=True,
+                external_data=False,
+            )
         except ImportError as exc:
             raise DependencyError(f"torch.onnx.export needs {exc.name}: pip install 'edge-sdk[torch]'") from None
         except Exception as exc:  # torch raises many types; the user needs the first line
@@ -172,11 +194,15 @@ def _check_opset(proto: onnx.ModelProto, origin: str) -> int:
         raise ModelError(f"{origin}: the model imports no standard ONNX opset; re-export it")
     opset = versions[0]
     if opset < OPSET_MIN:
-        raise ModelError(f"{origin}: opset {opset} is older than {OPSET_MIN}; re-export with opset_version="
-                         f"{OPSET_MIN} or newer, or upgrade it with onnx.version_converter")
+        raise ModelError(
+            f"{origin}: opset {opset} is older than {OPSET_MIN}; re-export with opset_version="
+            f"{OPSET_MIN} or newer, or upgrade it with onnx.version_converter"
+        )
     if opset > OPSET_MAX:
-        raise ModelError(f"{origin}: opset {opset} is newer than {OPSET_MAX}; re-export with opset_version="
-                         f"{OPSET_MAX} (or convert it down with onnx.version_converter)")
+        raise ModelError(
+            f"{origin}: opset {opset} is newer than {OPSET_MAX}; re-export with opset_version="
+            f"{OPSET_MAX} (or convert it down with onnx.version_converter)"
+        )
     return opset
 
 
@@ -216,22 +242,23 @@ def _fix_input_shapes(proto: onnx.ModelProto, shapes: dict[str, Sequence[int]], 
             _set_shape(value, dims, tuple(int(s) for s in shapes[name]), origin)
         elif any(not isinstance(d, int) for d in dims):
             shown = "x".join(str(d) if d is not None else "?" for d in dims)
-            guess = "x".join(str(d) if isinstance(d, int) else ("1" if i == 0 else "N")
-                             for i, d in enumerate(dims))
-            raise DynamicShapeError(f"{origin}: input '{name}' has a dynamic shape {shown}; fix it with "
-                                    f"--input-shape {name}={guess} (input_shapes= in Python)")
+            guess = "x".join(str(d) if isinstance(d, int) else ("1" if i == 0 else "N") for i, d in enumerate(dims))
+            raise DynamicShapeError(
+                f"{origin}: input '{name}' has a dynamic shape {shown}; fix it with "
+                f"--input-shape {name}={guess} (input_shapes= in Python)"
+            )
 
 
 def _set_shape(value: onnx.ValueInfoProto, dims: list, shape: tuple[int, ...], origin: str) -> None:
     if any(s <= 0 for s in shape):
         raise UsageError(f"--input-shape for '{value.name}' must be positive integers, got {shape}")
     if dims != [None] and len(dims) != len(shape):
-        raise UsageError(f"{origin}: input '{value.name}' has rank {len(dims)} but --input-shape gives "
-                         f"{len(shape)} dims")
+        raise UsageError(
+            f"{origin}: input '{value.name}' has rank {len(dims)} but --input-shape gives {len(shape)} dims"
+        )
     for i, (d, s) in enumerate(zip(dims, shape, strict=False)):
         if isinstance(d, int) and d != s:
-            raise UsageError(f"{origin}: input '{value.name}' dim {i} is fixed at {d}, but --input-shape "
-                             f"gives {s}")
+            raise UsageError(f"{origin}: input '{value.name}' dim {i} is fixed at {d}, but --input-shape gives {s}")
     tensor_shape = value.type.tensor_type.shape
     tensor_shape.ClearField("dim")
     for s in shape:
@@ -272,12 +299,12 @@ def _infer_shapes(proto: onnx.ModelProto, origin: str) -> onnx.ModelProto:
             if value is None or any(not isinstance(d, int) for d in _dims(value)):
                 raise DynamicShapeError(
                     f"{origin}: tensor '{out}' (output of {node.op_type} node '{node.name}') has no static "
-                    "shape; edge-sdk needs static shapes: fix the input shapes or remove data-dependent ops")
+                    "shape; edge-sdk needs static shapes: fix the input shapes or remove data-dependent ops"
+                )
     return inferred
 
 
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
     elem = value.type.tensor_type.elem_type
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).name if elem else "unknown"
-    return TensorSpec(name=value.name, shape=tuple(int(d) for d in _dims(value) if isinstance(d, int)),
-                      dtype=dtype)
+    return TensorSpec(name=value.name, shape=tuple(int(d) for d in _dims(value) if isinstance(d, int)), dtype=dtype)

@@ -228,8 +228,14 @@ class _Table:
 
 
 def _type_names(kinds: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             list: "a list", dict: "a table"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -246,12 +252,16 @@ def parse_profile(data: dict, path: Path, *, builtin: bool) -> TargetProfile:
     top = _Table(data, "", path)
     schema = top.get("schema", int, required=True)
     if schema != SCHEMA_VERSION:
-        raise TargetError(f"{path}: schema {schema} is not supported (this edge-sdk reads schema "
-                          f"{SCHEMA_VERSION}); update the file or edge-sdk")
+        raise TargetError(
+            f"{path}: schema {schema} is not supported (this edge-sdk reads schema "
+            f"{SCHEMA_VERSION}); update the file or edge-sdk"
+        )
     target_id = top.get("id", str, required=True)
     if not _ID.match(target_id) or target_id != path.stem:
-        raise TargetError(f"{path}: key 'id' is '{target_id}' but must equal the file name "
-                          f"'{path.stem}' (lower case letters, digits and '-')")
+        raise TargetError(
+            f"{path}: key 'id' is '{target_id}' but must equal the file name "
+            f"'{path.stem}' (lower case letters, digits and '-')"
+        )
     profile = TargetProfile(
         id=target_id,
         name=top.get("name", str, required=True),
@@ -305,8 +315,7 @@ def _memory(t: _Table) -> Memory:
         weights_in=t.get_choice("weights_in", MEMORIES, required=True),
         activations_in=t.get_choice("activations_in", MEMORIES, required=True),
         bandwidth_gbps=bandwidth,
-        bandwidth_kind=t.get_choice("bandwidth_kind", {"measured", "theoretical"},
-                                    required=bandwidth is not None),
+        bandwidth_kind=t.get_choice("bandwidth_kind", {"measured", "theoretical"}, required=bandwidth is not None),
     )
     t.done()
     return memory
@@ -323,8 +332,12 @@ def _deploy(t: _Table) -> Deploy:
     default = Precision(t.get_choice("default_precision", Precision, required=True))
     if default not in precisions:
         raise t._fail("default_precision", f"is '{default.value}', which is not in deploy.precisions")
-    deploy = Deploy(formats=formats, runtimes=t.get_list("runtimes", str, required=True),
-                    precisions=precisions, default_precision=default)
+    deploy = Deploy(
+        formats=formats,
+        runtimes=t.get_list("runtimes", str, required=True),
+        precisions=precisions,
+        default_precision=default,
+    )
     t.done()
     return deploy
 
@@ -344,13 +357,18 @@ def _quantization(t: _Table) -> QuantRules:
     fixed = []
     for i, item in enumerate(t.get("fixed_outputs", list, default=[])):
         f = _Table(item, f"{t.where}.fixed_outputs[{i}]", t.path)
-        fixed.append(FixedOutput(op=f.get("op", str, required=True),
-                                 scale=float(f.get("scale", (int, float), required=True)),
-                                 zero_point=f.get("zero_point", int, required=True),
-                                 why=f.get("why", str, required=True)))
+        fixed.append(
+            FixedOutput(
+                op=f.get("op", str, required=True),
+                scale=float(f.get("scale", (int, float), required=True)),
+                zero_point=f.get("zero_point", int, required=True),
+                why=f.get("why", str, required=True),
+            )
+        )
         f.done()
-    rules = QuantRules(weights=_quant_spec(t.sub("weights")), activations=_quant_spec(t.sub("activations")),
-                       fixed_outputs=tuple(fixed))
+    rules = QuantRules(
+        weights=_quant_spec(t.sub("weights")), activations=_quant_spec(t.sub("activations")), fixed_outputs=tuple(fixed)
+    )
     t.done()
     return rules
 

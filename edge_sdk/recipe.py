@@ -54,14 +54,20 @@ def load_recipe(path: str | Path) -> Recipe:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
         splits, block = data["splits"], data["data"]
         recipe = Recipe(
-            name=str(data["name"]), description=str(data.get("description", "")), path=file,
-            model_input=str(data["model_input"]), layout=str(data["layout"]),
-            channel_order=str(data.get("channel_order", "rgb")), scale=float(data.get("scale", 1.0)),
+            name=str(data["name"]),
+            description=str(data.get("description", "")),
+            path=file,
+            model_input=str(data["model_input"]),
+            layout=str(data["layout"]),
+            channel_order=str(data.get("channel_order", "rgb")),
+            scale=float(data.get("scale", 1.0)),
             mean=tuple(float(m) for m in data.get("mean", [0.0])),
             std=tuple(float(s) for s in data.get("std", [1.0])),
             splits={k: file.parent / str(v) for k, v in splits.items()},
-            images_key=str(block.get("images_key", "images")), labels_key=block.get("labels_key"),
-            samples=int(block.get("samples", 0)), source=str(block.get("source", "")),
+            images_key=str(block.get("images_key", "images")),
+            labels_key=block.get("labels_key"),
+            samples=int(block.get("samples", 0)),
+            source=str(block.get("source", "")),
             float_accuracy=float(block["float_accuracy"]) if "float_accuracy" in block else None,
         )
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:

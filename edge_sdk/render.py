@@ -27,14 +27,22 @@ def size(n: float) -> str:
 
 
 def targets_table(profiles: list[TargetProfile]) -> Table:
-    table = Table(title="Targets", show_lines=False)
-    for column in ("id", "kind", "name", "unit", "precisions", "formats", "memory"):
+    table = Table(title="Targets (default precision in bold)")
+    table.add_column("id", no_wrap=True)
+    for column in ("kind", "name", "precisions", "formats", "memory"):
         table.add_column(column)
     for p in profiles:
-        precisions = ", ".join(f"[bold]{x.value}[/]" if x is p.deploy.default_precision else x.value
-                               for x in p.deploy.precisions)
-        table.add_row(p.id + ("" if p.builtin else " (user)"), p.kind.value, p.name, p.compute.unit,
-                      precisions, ", ".join(p.deploy.formats), _memory(p))
+        precisions = ", ".join(
+            f"[bold]{x.value}[/]" if x is p.deploy.default_precision else x.value for x in p.deploy.precisions
+        )
+        table.add_row(
+            p.id + ("" if p.builtin else " (user)"),
+            p.kind.value,
+            p.name,
+            precisions,
+            ", ".join(p.deploy.formats),
+            _memory(p),
+        )
     return table
 
 
@@ -56,22 +64,32 @@ def target_detail(p: TargetProfile) -> Group:
     c, m, d, q = p.compute, p.memory, p.deploy, p.quantization
     rows = [
         ("id", p.id + (f" (aliases: {', '.join(p.aliases)})" if p.aliases else "")),
-        ("name", p.name), ("kind", p.kind.value), ("description", p.description), ("soc", p.soc or "-"),
-        ("unit", c.unit), ("cores", str(c.cores or "-")),
-        ("clock", f"{c.clock_mhz:g} MHz" if c.clock_mhz else "-"), ("ISA", ", ".join(c.isa) or "-"),
+        ("name", p.name),
+        ("kind", p.kind.value),
+        ("description", p.description),
+        ("soc", p.soc or "-"),
+        ("unit", c.unit),
+        ("cores", str(c.cores or "-")),
+        ("clock", f"{c.clock_mhz:g} MHz" if c.clock_mhz else "-"),
+        ("ISA", ", ".join(c.isa) or "-"),
         ("peak", ", ".join(f"{k.value} {v:g} GOPS" for k, v in c.peak_gops.items()) or "-"),
         ("memory", _memory(p) + f"; weights in {m.weights_in}, activations in {m.activations_in}"),
         ("bandwidth", f"{m.bandwidth_gbps:g} GB/s ({m.bandwidth_kind})" if m.bandwidth_gbps else "-"),
-        ("formats", ", ".join(d.formats)), ("runtimes", ", ".join(d.runtimes)),
+        ("formats", ", ".join(d.formats)),
+        ("runtimes", ", ".join(d.runtimes)),
         ("precisions", ", ".join(x.value for x in d.precisions) + f" (default {d.default_precision.value})"),
-        ("weights", _spec(q.weights)), ("activations", _spec(q.activations)),
-        ("partitioning", f"{p.ops.partitioning.value}; unsupported ops -> {p.ops.fallback_unit}"
-         if p.ops.fallback.value == "cpu" else f"{p.ops.partitioning.value}; unsupported ops cannot run"),
+        ("weights", _spec(q.weights)),
+        ("activations", _spec(q.activations)),
+        (
+            "partitioning",
+            f"{p.ops.partitioning.value}; unsupported ops -> {p.ops.fallback_unit}"
+            if p.ops.fallback.value == "cpu"
+            else f"{p.ops.partitioning.value}; unsupported ops cannot run",
+        ),
         ("file", str(p.path)),
     ]
     for fixed in q.fixed_outputs:
-        rows.append(("fixed output", f"{fixed.op}: scale {fixed.scale:g}, zero point {fixed.zero_point} "
-                                     f"({fixed.why})"))
+        rows.append(("fixed output", f"{fixed.op}: scale {fixed.scale:g}, zero point {fixed.zero_point} ({fixed.why})"))
     for key, value in rows:
         facts.add_row(key, Text(value))
     ops = Table(title=f"Ops on {c.unit}" + (f" (source: {p.ops.source})" if p.ops.source else ""))
@@ -101,9 +119,12 @@ def inspection(result: Inspection, *, per_node: bool = False) -> Group:
     head.add_row("inputs", ", ".join(f"{s.name} {'x'.join(map(str, s.shape))} {s.dtype}" for s in m.inputs))
     head.add_row("outputs", ", ".join(f"{s.name} {'x'.join(map(str, s.shape))} {s.dtype}" for s in m.outputs))
     head.add_row("simplified", "; ".join(m.passes) or "nothing to simplify")
-    head.add_row("totals", f"{t.nodes} nodes, {count(t.macs)} MACs, {count(t.params)} params "
-                           f"({size(t.weights_bytes)}), peak activations {size(t.peak_activation_bytes)} "
-                           f"at '{t.peak_at_node}'")
+    head.add_row(
+        "totals",
+        f"{t.nodes} nodes, {count(t.macs)} MACs, {count(t.params)} params "
+        f"({size(t.weights_bytes)}), peak activations {size(t.peak_activation_bytes)} "
+        f"at '{t.peak_at_node}'",
+    )
     head.add_row("ops", ", ".join(f"{k} {v}" for k, v in t.op_counts.items()))
     parts: list = [head]
     if per_node:
@@ -122,21 +143,39 @@ def _nodes_table(result: Inspection) -> Table:
         table.add_column(column, justify="right" if column in ("MACs", "params", "read", "written") else "left")
     for n in result.nodes:
         shape = ", ".join("x".join(map(str, s)) for s in n.output_shapes)
-        table.add_row(n.name, n.op_type, shape, count(n.macs), count(n.params), size(n.bytes_read),
-                      size(n.bytes_written))
+        table.add_row(
+            n.name, n.op_type, shape, count(n.macs), count(n.params), size(n.bytes_read), size(n.bytes_written)
+        )
     return table
 
 
 def targets_summary(reports: tuple[TargetReport, ...]) -> Table:
-    table = Table(title="Placement per target")
-    for column in ("target", "precision", "on unit", "fallback", "unsupported", "MACs on unit",
-                   "partitions", "transposes", "weights", "peak act.", "fits"):
+    table = Table(title="Placement per target (nodes: on the unit / on the fallback CPU / nowhere)")
+    table.add_column("target", no_wrap=True)
+    for column in (
+        "precision",
+        "nodes",
+        "MACs on unit",
+        "partitions (on unit)",
+        "transposes",
+        "weights",
+        "peak act.",
+        "fits",
+    ):
         table.add_column(column)
     for r in reports:
         fits = {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]unknown[/]"}[r.fit.ok]
-        table.add_row(r.target, r.precision.value, str(r.on_unit), str(r.on_fallback), str(r.unsupported),
-                      f"{r.macs_on_unit_pct:.1f}%", f"{r.partitions} ({r.unit_partitions} on unit)",
-                      str(r.transposes), size(r.weights_bytes), size(r.peak_activation_bytes), fits)
+        table.add_row(
+            r.target,
+            r.precision.value,
+            f"{r.on_unit}/{r.on_fallback}/{r.unsupported}",
+            f"{r.macs_on_unit_pct:.1f}%",
+            f"{r.partitions} ({r.unit_partitions})",
+            str(r.transposes),
+            size(r.weights_bytes),
+            size(r.peak_activation_bytes),
+            fits,
+        )
     return table
 
 
@@ -154,6 +193,8 @@ def _fallbacks(r: TargetReport) -> Table:
 
 def demo(result: DemoResult) -> Group:
     stated = f" (stated in the recipe: {result.stated_accuracy:.2%})" if result.stated_accuracy is not None else ""
-    line = Text(f"demo model float top-1 accuracy {result.float_accuracy:.2%} on {result.eval_samples} "
-                f"held-out MNIST digits, measured now with ONNX Runtime{stated}")
+    line = Text(
+        f"demo model float top-1 accuracy {result.float_accuracy:.2%} on {result.eval_samples} "
+        f"held-out MNIST digits, measured now with ONNX Runtime{stated}"
+    )
     return Group(line, inspection(result.inspection))

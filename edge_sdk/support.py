@@ -221,8 +221,11 @@ def _restricts(key: str, value: Any) -> bool:
 
 def rule_text(rule: OpRule) -> str:
     """The limits of one op rule as a sentence, from the checks' docstrings."""
-    parts = [(check.__doc__ or key).format(getattr(rule, key))
-             for key, check in CHECKS.items() if _restricts(key, getattr(rule, key))]
+    parts = [
+        (check.__doc__ or key).format(getattr(rule, key))
+        for key, check in CHECKS.items()
+        if _restricts(key, getattr(rule, key))
+    ]
     if rule.precisions:
         parts.append("precisions " + ", ".join(p.value for p in rule.precisions))
     return "; ".join(parts) if parts else "no limits"
@@ -258,8 +261,13 @@ def place(graph: Graph, target: TargetProfile, precision: Precision) -> list[Pla
         name = node.name or node.output[0]
         ok, reason = decide(node, graph, target, precision)
         if cut_at is not None and ok:
-            ok, reason = False, (f"after '{cut_at}', the first node {target.compute.unit} cannot run, "
-                                 f"everything runs on {target.ops.fallback_unit} (one subgraph only)")
+            ok, reason = (
+                False,
+                (
+                    f"comes after '{cut_at}', the first node {target.compute.unit} cannot run; "
+                    f"from there on everything runs on {target.ops.fallback_unit} (one subgraph)"
+                ),
+            )
         if not ok and cut_at is None and target.ops.partitioning is Partitioning.SINGLE:
             cut_at = name
         if ok:

@@ -43,8 +43,7 @@ def _search_dirs(targets_dirs: Sequence[str | Path]) -> list[tuple[Path, bool]]:
         path = Path(raw).expanduser()
         if not path.is_dir():
             source = f"${ENV_VAR}" if raw in env else "--targets-dir"
-            raise TargetError(f"targets directory '{path}' (from {source}) does not exist; "
-                              "create it or fix the path")
+            raise TargetError(f"targets directory '{path}' (from {source}) does not exist; create it or fix the path")
         dirs.append((path, False))
     return dirs
 
@@ -63,8 +62,7 @@ def _load_file(path: Path, builtin: bool, mtime_ns: int) -> TargetProfile:
 
 def _fill_detected(profile: TargetProfile) -> TargetProfile:
     host = read_host_info()
-    compute = dataclasses.replace(profile.compute, cores=host.cores, clock_mhz=host.clock_mhz,
-                                  isa=host.isa)
+    compute = dataclasses.replace(profile.compute, cores=host.cores, clock_mhz=host.clock_mhz, isa=host.isa)
     memory = dataclasses.replace(profile.memory, ram_mb=(host.ram_mb,) if host.ram_mb else ())
     return dataclasses.replace(profile, soc=host.cpu_model, compute=compute, memory=memory)
 

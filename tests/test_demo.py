@@ -1,0 +1,50 @@
+"""The built-in demo: the model is small, trained on real data, and its stated accuracy holds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import onnx
+
+from edge_sdk.demo import DEMO_MODEL, run_demo
+from edge_sdk.recipe import load_recipe, load_split
+from edge_sdk.targets import list_targets
+
+
+def test_demo_model_is_small_and_mobilenet_style():
+    assert DEMO_MODEL.stat().st_size < 1_000_000
+    ops = {n.op_type for n in onnx.load(DEMO_MODEL).graph.node}
+    depthwise = [
+        n
+        for n in onnx.load(DEMO_MODEL).graph.node
+        if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+    ]
+    assert "Conv" in ops and depthwise, "depthwise-separable convolutions"
+
+
+def test_recipe_splits_are_real_labelled_digits():
+    recipe = load_recipe("demo")
+    calib, evaluation = load_split(recipe, "calibration"), load_split(recipe, "evaluation")
+    assert calib.inputs.shape == (recipe.samples, 1, 28, 28)
+    assert evaluation.inputs.shape == (1000, 1, 28, 28)
+    assert sorted(set(evaluation.labels.tolist())) == list(range(10))
+    assert abs(float(evaluation.inputs.mean())) < 0.5  # normalised with the recipe's mean/std
+
+
+def test_demo_accuracy_matches_the_recipe_and_covers_every_target():
+    result = run_demo()
+    assert result.stated_accuracy is not None
+    assert abs(result.float_accuracy - result.stated_accuracy) < 0.002
+    assert result.float_accuracy > 0.95
+    assert {r.target for r in result.inspection.targets} == {t.id for t in list_targets()}
+
+
+def test_demo_cli_json():
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_sdk.cli", "demo", "--json"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["float_accuracy"] > 0.95 and len(doc["inspection"]["targets"]) == len(list_targets())
