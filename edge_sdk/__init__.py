@@ -1,6 +1,6 @@
 """edge-sdk: take a trained model to an edge device.
 
-Importing the package does no I/O. The public API:
+Importing the package reads no files. The public API:
     load_target, list_targets  target registry (targets/*.toml)
     load_model                 ONNX file, ModelProto or torch.nn.Module -> Model
     inspect                    per-node costs, memory and per-target placement -> Inspection
@@ -14,6 +14,8 @@ from edge_sdk.errors import (
     TargetError,
     UsageError,
 )
+from edge_sdk.inspection import Inspection, inspect
+from edge_sdk.model import Model, load_model
 from edge_sdk.profile import Kind, Precision, TargetProfile
 from edge_sdk.targets import list_targets, load_target, load_targets
 
@@ -23,14 +25,18 @@ __all__ = [
     "DependencyError",
     "DynamicShapeError",
     "EdgeSdkError",
+    "Inspection",
     "Kind",
+    "Model",
     "ModelError",
     "Precision",
     "TargetError",
     "TargetProfile",
     "UsageError",
     "__version__",
+    "inspect",
     "list_targets",
+    "load_model",
     "load_target",
     "load_targets",
 ]

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edge_sdk import __version__, render
 from edge_sdk.errors import EdgeSdkError, UsageError
@@ -100,7 +101,7 @@ def inspect_cmd(
     targets_dir: TargetsDirOpt = None,
 ) -> None:
     """MACs, parameters, memory, and where each node runs on each target (with the reason)."""
-    from edge_sdk.inspect import inspect
+    from edge_sdk.inspection import inspect
 
     result = inspect(
         model,
@@ -131,7 +132,7 @@ def demo_cmd(json_out: JsonOpt = False, targets_dir: TargetsDirOpt = None) -> No
 def _fail(message: str, code: int) -> None:
     if "--json" in sys.argv[1:]:
         sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
-    err.print(f"[red]error:[/] {message}", soft_wrap=True)
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     sys.exit(code)
 
 

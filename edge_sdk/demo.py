@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_sdk.evaluate import top1_accuracy
-from edge_sdk.inspect import Inspection, inspect
+from edge_sdk.inspection import Inspection, inspect
 from edge_sdk.model import load_model
 from edge_sdk.recipe import load_recipe, load_split
 from edge_sdk.serialize import to_jsonable

@@ -28,6 +28,7 @@ from edge_sdk.errors import DependencyError, DynamicShapeError, ModelError, Usag
 log = logging.getLogger(__name__)
 
 OPSET_MIN, OPSET_MAX = 13, 21
+OPSET_UPGRADE_FROM = 7  # older opsets are upgraded to OPSET_MIN with onnx.version_converter
 TORCH_EXPORT_OPSET = 18
 
 
@@ -83,10 +84,14 @@ def load_model(
     digest = hashlib.sha256(raw or proto.SerializeToString(deterministic=True)).hexdigest()
     opset = _check_opset(proto, origin)
     _check_valid(proto, origin)
-    _fix_input_shapes(proto, dict(input_shapes or {}), origin)
     passes: tuple[str, ...] = ()
+    if opset < OPSET_MIN:
+        proto = _upgrade_opset(proto, opset, origin)
+        passes = (f"opset {opset} -> {OPSET_MIN} (onnx.version_converter)",)
+    _fix_input_shapes(proto, dict(input_shapes or {}), origin)
     if simplify:
-        proto, passes = _simplify(proto, origin)
+        proto, simplified = _simplify(proto, origin)
+        passes += simplified
     proto = _infer_shapes(proto, origin)
     return Model(
         proto=proto,
@@ -193,10 +198,10 @@ def _check_opset(proto: onnx.ModelProto, origin: str) -> int:
     if not versions:
         raise ModelError(f"{origin}: the model imports no standard ONNX opset; re-export it")
     opset = versions[0]
-    if opset < OPSET_MIN:
+    if opset < OPSET_UPGRADE_FROM:
         raise ModelError(
-            f"{origin}: opset {opset} is older than {OPSET_MIN}; re-export with opset_version="
-            f"{OPSET_MIN} or newer, or upgrade it with onnx.version_converter"
+            f"{origin}: opset {opset} is older than {OPSET_UPGRADE_FROM}; re-export with opset_version="
+            f"{OPSET_MIN} or newer"
         )
     if opset > OPSET_MAX:
         raise ModelError(
@@ -204,6 +209,21 @@ def _check_opset(proto: onnx.ModelProto, origin: str) -> int:
             f"{OPSET_MAX} (or convert it down with onnx.version_converter)"
         )
     return opset
+
+
+def _upgrade_opset(proto: onnx.ModelProto, opset: int, origin: str) -> onnx.ModelProto:
+    """Opsets OPSET_UPGRADE_FROM..12 (PaddleOCR, older exporters) are converted up to OPSET_MIN."""
+    from onnx import version_converter
+
+    try:
+        upgraded = version_converter.convert_version(proto, OPSET_MIN)
+    except Exception as exc:  # the converter raises RuntimeError and C++ errors of several kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"{origin}: opset {opset} could not be upgraded to {OPSET_MIN} ({first}); re-export with "
+            f"opset_version={OPSET_MIN} or newer"
+        ) from None
+    return upgraded
 
 
 def _check_valid(proto: onnx.ModelProto, origin: str) -> None:
@@ -241,8 +261,9 @@ def _fix_input_shapes(proto: onnx.ModelProto, shapes: dict[str, Sequence[int]], 
         if name in shapes:
             _set_shape(value, dims, tuple(int(s) for s in shapes[name]), origin)
         elif any(not isinstance(d, int) for d in dims):
-            shown = "x".join(str(d) if d is not None else "?" for d in dims)
-            guess = "x".join(str(d) if isinstance(d, int) else ("1" if i == 0 else "N") for i, d in enumerate(dims))
+            shown = "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]"
+            placeholders = ["1", "C", "H", "W"] if len(dims) == 4 else ["1"] + ["N"] * (len(dims) - 1)
+            guess = "x".join(str(d) if isinstance(d, int) else placeholders[i] for i, d in enumerate(dims))
             raise DynamicShapeError(
                 f"{origin}: input '{name}' has a dynamic shape {shown}; fix it with "
                 f"--input-shape {name}={guess} (input_shapes= in Python)"

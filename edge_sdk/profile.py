@@ -44,6 +44,7 @@ class Precision(str, Enum):
 class Partitioning(str, Enum):
     MULTI = "multi"  # unsupported ops run on the fallback, then control returns to the unit
     SINGLE = "single"  # the first unsupported op and everything after it run on the fallback
+    LARGEST = "largest"  # only the largest run of supported ops is delegated (LiteRT GPU delegate)
 
 
 class Fallback(str, Enum):

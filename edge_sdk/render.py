@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edge_sdk.demo import DemoResult
-from edge_sdk.inspect import Inspection, TargetReport
+from edge_sdk.inspection import Inspection, TargetReport
 from edge_sdk.profile import TargetProfile
 from edge_sdk.support import Where, rule_text
 
@@ -49,7 +49,7 @@ def targets_table(profiles: list[TargetProfile]) -> Table:
 def _memory(p: TargetProfile) -> str:
     parts = []
     if p.memory.ram_mb:
-        parts.append("RAM " + "/".join(count(m) if m < 1024 else f"{m // 1024}G" for m in p.memory.ram_mb))
+        parts.append("RAM " + "/".join(f"{m}M" if m < 1024 else f"{m / 1024:g}G" for m in p.memory.ram_mb))
     if p.memory.sram_kb:
         parts.append(f"SRAM {p.memory.sram_kb:g} KB")
     if p.memory.flash_mb:
@@ -115,15 +115,17 @@ def inspection(result: Inspection, *, per_node: bool = False) -> Group:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("model", f"{m.name} ({m.source}), opset {m.opset}, sha256 {m.sha256[:12]}")
-    head.add_row("inputs", ", ".join(f"{s.name} {'x'.join(map(str, s.shape))} {s.dtype}" for s in m.inputs))
-    head.add_row("outputs", ", ".join(f"{s.name} {'x'.join(map(str, s.shape))} {s.dtype}" for s in m.outputs))
+    head.add_row("model", Text(f"{m.name} ({m.source}), opset {m.opset}, sha256 {m.sha256[:12]}"))
+    head.add_row("inputs", Text(", ".join(f"{s.name} {'x'.join(map(str, s.shape))} {s.dtype}" for s in m.inputs)))
+    head.add_row("outputs", Text(", ".join(f"{s.name} {'x'.join(map(str, s.shape))} {s.dtype}" for s in m.outputs)))
     head.add_row("simplified", "; ".join(m.passes) or "nothing to simplify")
     head.add_row(
         "totals",
-        f"{t.nodes} nodes, {count(t.macs)} MACs, {count(t.params)} params "
-        f"({size(t.weights_bytes)}), peak activations {size(t.peak_activation_bytes)} "
-        f"at '{t.peak_at_node}'",
+        Text(
+            f"{t.nodes} nodes, {count(t.macs)} MACs, {count(t.params)} params "
+            f"({size(t.weights_bytes)}), peak activations {size(t.peak_activation_bytes)} "
+            f"at '{t.peak_at_node}'"
+        ),
     )
     head.add_row("ops", ", ".join(f"{k} {v}" for k, v in t.op_counts.items()))
     parts: list = [head]
@@ -131,6 +133,7 @@ def inspection(result: Inspection, *, per_node: bool = False) -> Group:
         parts.append(_nodes_table(result))
     if result.targets:
         parts.append(targets_summary(result.targets))
+        parts.append(_fit_table(result.targets))
         for report in result.targets:
             if report.fallbacks:
                 parts.append(_fallbacks(report))
@@ -144,7 +147,7 @@ def _nodes_table(result: Inspection) -> Table:
     for n in result.nodes:
         shape = ", ".join("x".join(map(str, s)) for s in n.output_shapes)
         table.add_row(
-            n.name, n.op_type, shape, count(n.macs), count(n.params), size(n.bytes_read), size(n.bytes_written)
+            Text(n.name), n.op_type, shape, count(n.macs), count(n.params), size(n.bytes_read), size(n.bytes_written)
         )
     return table
 
@@ -179,6 +182,17 @@ def targets_summary(reports: tuple[TargetReport, ...]) -> Table:
     return table
 
 
+def _fit_table(reports: tuple[TargetReport, ...]) -> Table:
+    table = Table(title="Memory fit (weights and peak activations at the target's precision)")
+    table.add_column("target", no_wrap=True)
+    table.add_column("fits")
+    table.add_column("why")
+    for r in reports:
+        fits = {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]unknown[/]"}[r.fit.ok]
+        table.add_row(r.target, fits, Text(r.fit.reason))
+    return table
+
+
 def _fallbacks(r: TargetReport) -> Table:
     side = {Where.FALLBACK: r.fallback_unit, Where.UNSUPPORTED: "nowhere (unsupported)"}
     table = Table(title=f"{r.target}: nodes not on {r.unit} (-> {side[Where.FALLBACK]})", title_justify="left")
@@ -187,7 +201,6 @@ def _fallbacks(r: TargetReport) -> Table:
     table.add_column("reason")
     for f in r.fallbacks:
         table.add_row(f.op_type, str(f.nodes), Text(f.reason))
-    table.caption = f"fit: {r.fit.reason}"
     return table
 
 

@@ -254,7 +254,11 @@ def place(graph: Graph, target: TargetProfile, precision: Precision) -> list[Pla
     """A placement for every node, in execution order."""
     if precision not in target.deploy.precisions:
         supported = ", ".join(p.value for p in target.deploy.precisions)
-        raise UsageError(f"target '{target.id}' does not run {precision.value}; it supports {supported}")
+        raise UsageError(
+            f"target '{target.id}' does not run {precision.value}; it supports {supported} "
+            "(leave out --precision to use each target's default)"
+        )
+    fallback = Where.FALLBACK if target.ops.fallback is Fallback.CPU else Where.UNSUPPORTED
     cut_at: str | None = None
     placements = []
     for node in graph.nodes:
@@ -270,14 +274,34 @@ def place(graph: Graph, target: TargetProfile, precision: Precision) -> list[Pla
             )
         if not ok and cut_at is None and target.ops.partitioning is Partitioning.SINGLE:
             cut_at = name
-        if ok:
-            where = Where.UNIT
-        elif target.ops.fallback is Fallback.CPU:
-            where = Where.FALLBACK
-        else:
-            where = Where.UNSUPPORTED
-        placements.append(Placement(node=name, op_type=node.op_type, where=where, reason=reason))
+        placements.append(
+            Placement(node=name, op_type=node.op_type, where=Where.UNIT if ok else fallback, reason=reason)
+        )
+    if target.ops.partitioning is Partitioning.LARGEST:
+        placements = _keep_largest_run(placements, target, fallback)
     return placements
+
+
+def _keep_largest_run(placements: list[Placement], target: TargetProfile, fallback: Where) -> list[Placement]:
+    runs: list[tuple[int, int]] = []  # [start, end) of each run of nodes on the unit
+    for i, p in enumerate(placements):
+        if p.where is Where.UNIT:
+            if runs and runs[-1][1] == i:
+                runs[-1] = (runs[-1][0], i + 1)
+            else:
+                runs.append((i, i + 1))
+    if len(runs) <= 1:
+        return placements
+    start, end = max(runs, key=lambda r: r[1] - r[0])  # the first of equally long runs
+    reason = (
+        f"{target.compute.unit} takes only its largest partition ({end - start} nodes, "
+        f"'{placements[start].node}' to '{placements[end - 1].node}'); this one runs on "
+        f"{target.ops.fallback_unit}"
+    )
+    return [
+        p if p.where is not Where.UNIT or start <= i < end else Placement(p.node, p.op_type, fallback, reason)
+        for i, p in enumerate(placements)
+    ]
 
 
 def count_partitions(placements: list[Placement]) -> tuple[int, int]:

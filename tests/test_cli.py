@@ -97,7 +97,7 @@ def _text(tmp_path):
         (lambda tmp, tiny: _text(tmp), [], ["not an ONNX"]),
         (_truncated, [], ["truncated"]),
         (lambda tmp, tiny: _external_missing(tmp), [], ["external data file 'w.bin' is missing"]),
-        (lambda tmp, tiny: _opset(tmp, 11), [], ["opset 11 is older than 13"]),
+        (lambda tmp, tiny: _opset(tmp, 6), [], ["opset 6 is older than 7"]),
         (lambda tmp, tiny: _opset(tmp, 22), [], ["opset 22 is newer than 21"]),
         (lambda tmp, tiny: _dynamic(tmp), [], ["dynamic shape", "--input-shape x=1x3x16x16"]),
         (lambda tmp, tiny: tiny, ["--target", "rpi6"], ["unknown target 'rpi6'", "rpi5"]),

@@ -24,6 +24,15 @@ def test_demo_model_is_small_and_mobilenet_style():
     assert "Conv" in ops and depthwise, "depthwise-separable convolutions"
 
 
+def test_demo_model_costs_match_the_hand_count():
+    from edge_sdk.inspection import inspect
+
+    totals = inspect(DEMO_MODEL).totals
+    # hand count in examples/README_demo_model.md: stem 28,224 + depthwise 98,208 + pointwise 794,624 + FC 1,280
+    assert totals.macs == 922_336
+    assert totals.params == 36_138  # conv weights 34,112 + 736 folded BN biases + FC 1,290
+
+
 def test_recipe_splits_are_real_labelled_digits():
     recipe = load_recipe("demo")
     calib, evaluation = load_split(recipe, "calibration"), load_split(recipe, "evaluation")

@@ -8,7 +8,7 @@ import pytest
 from conftest import write_profile
 
 from edge_sdk import Precision
-from edge_sdk.inspect import inspect
+from edge_sdk.inspection import inspect
 from edge_sdk.support import Where
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -107,13 +109,20 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path):
         load_model(path)
 
 
-@pytest.mark.parametrize(("opset", "match"), [(11, "older than 13"), (22, "newer than 21")])
+@pytest.mark.parametrize(("opset", "match"), [(6, "opset 6 is older than 7"), (22, "newer than 21")])
 def test_opset_out_of_range(tmp_path, opset, match):
     model = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", [1, 4])], [("y", [1, 4])], opset=opset)
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
     with pytest.raises(ModelError, match=match):
         load_model(path)
+
+
+def test_old_opset_is_upgraded_to_13(tmp_path):
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", [1, 4])], [("y", [1, 4])], opset=11)
+    loaded = load_model(model)
+    assert loaded.opset == 11 and "opset 11 -> 13 (onnx.version_converter)" in loaded.passes
+    assert loaded.proto.opset_import[0].version == 13
 
 
 def test_invalid_graph_is_reported(tmp_path):
@@ -197,3 +206,18 @@ def test_torch_module_needs_example_inputs():
 def test_unsupported_source_type():
     with pytest.raises(UsageError, match="cannot load a model from int"):
         load_model(42)
+
+
+def test_real_paddleocr_classifier_upgraded_and_simplified_computes_the_same():
+    """PP-OCR's direction classifier (opset 11, dynamic input) from rapidocr-onnxruntime."""
+    rapidocr = pytest.importorskip("rapidocr_onnxruntime", reason="needs rapidocr-onnxruntime (test extra)")
+    import onnxruntime as ort
+
+    path = Path(rapidocr.__file__).parent / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    model = load_model(path, input_shapes={"x": (1, 3, 48, 192)})
+    assert model.opset == 11 and model.passes[0] == "opset 11 -> 13 (onnx.version_converter)"
+    assert "BatchNormalization" not in {n.op_type for n in model.proto.graph.node}
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 48, 192)).astype(np.float32)
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    got = ort.InferenceSession(model.proto.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)

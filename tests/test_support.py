@@ -204,6 +204,20 @@ def test_single_partitioning_sends_everything_after_the_first_refusal_to_the_cpu
     assert count_partitions(placements) == (2, 1)
 
 
+def test_largest_partitioning_delegates_only_the_longest_run(tmp_path):
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="r1"),
+        helper.make_node("Sigmoid", ["a"], ["b"], name="s"),
+        helper.make_node("Relu", ["b"], ["c"], name="r2"),
+        helper.make_node("Relu", ["c"], ["y"], name="r3"),
+    ]
+    graph = Graph(load_model(make_model(nodes, [("x", [1, 4])], [("y", [1, 4])]), simplify=False))
+    placements = place(graph, target_with(tmp_path, "[ops.Relu]\n", "largest"), Precision.INT8)
+    assert [p.where for p in placements] == [Where.FALLBACK, Where.FALLBACK, Where.UNIT, Where.UNIT]
+    assert "largest partition (2 nodes, 'r2' to 'r3')" in placements[0].reason
+    assert count_partitions(placements) == (2, 1)
+
+
 def test_fallback_none_makes_nodes_unsupported(tmp_path):
     path = write_profile(tmp_path, "nofb", ops="[ops.Relu]\n")
     path.write_text(path.read_text().replace('fallback = "cpu"', 'fallback = "none"'))
