@@ -7,10 +7,12 @@ Importing the package reads no files. The public API:
 """
 
 from edge_sdk.errors import (
+    DataError,
     DependencyError,
     DynamicShapeError,
     EdgeSdkError,
     ModelError,
+    QuantizeError,
     TargetError,
     UsageError,
 )
@@ -22,6 +24,7 @@ from edge_sdk.targets import list_targets, load_target, load_targets
 __version__ = "0.1.0"
 
 __all__ = [
+    "DataError",
     "DependencyError",
     "DynamicShapeError",
     "EdgeSdkError",
@@ -30,6 +33,7 @@ __all__ = [
     "Model",
     "ModelError",
     "Precision",
+    "QuantizeError",
     "TargetError",
     "TargetProfile",
     "UsageError",

@@ -36,3 +36,15 @@ class DependencyError(EdgeSdkError):
     """An optional dependency is needed and not installed."""
 
     exit_code = 5
+
+
+class DataError(EdgeSdkError):
+    """Calibration or evaluation data is missing, unreadable or does not match the model."""
+
+    exit_code = 6
+
+
+class QuantizeError(EdgeSdkError):
+    """Quantization cannot proceed: an unsupported precision, an already quantized model, an engine failure."""
+
+    exit_code = 7
