@@ -1,0 +1,209 @@
+"""Quantization engines behind one small interface: each turns (float model, plan, calibration
+data) into a QDQ ONNX model. The SDK owns the plan; the engines own the arithmetic.
+
+- onnxruntime: onnxruntime.quantization (quantize_static QDQ, quantize_dynamic, float16).
+- nncf: nncf.quantize on the ONNX backend. Its telemetry is stubbed before import (NNCF_CI).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnx
+
+from edge_sdk.errors import DependencyError, QuantizeError
+from edge_sdk.model import Model
+from edge_sdk.plan import QuantPlan
+from edge_sdk.profile import Precision
+
+log = logging.getLogger(__name__)
+
+Samples = Sequence[Mapping[str, np.ndarray]]
+
+
+class EngineName(str, Enum):
+    AUTO = "auto"
+    ONNXRUNTIME = "onnxruntime"
+    NNCF = "nncf"
+
+
+class Engine(Protocol):
+    name: EngineName
+    recommended_samples: int
+
+    def applies(self, plan: QuantPlan) -> str | None:
+        """None when the engine can serve the plan, else the reason it cannot."""
+
+    def quantize(self, model: Model, plan: QuantPlan, data: Samples) -> onnx.ModelProto: ...
+
+
+def _ort_type(dtype: str, precision: Precision):
+    from onnxruntime.quantization import QuantType
+
+    if precision is Precision.INT16X8 and dtype in ("int8", "int16"):
+        return QuantType.QInt16
+    return {
+        "int8": QuantType.QInt8,
+        "uint8": QuantType.QUInt8,
+        "int16": QuantType.QInt16,
+        "uint16": QuantType.QUInt16,
+    }.get(dtype, QuantType.QInt8)
+
+
+class OnnxRuntimeEngine:
+    name = EngineName.ONNXRUNTIME
+    recommended_samples = 100  # MinMax has no minimum; 100 is what ORT's examples calibrate with
+
+    def applies(self, plan: QuantPlan) -> str | None:
+        return None
+
+    def quantize(self, model: Model, plan: QuantPlan, data: Samples) -> onnx.ModelProto:
+        if plan.precision is Precision.FP16:
+            return _float16(model)
+        with tempfile.TemporaryDirectory() as tmp:
+            # ORT saves a ModelProto input with external data, rewriting its tensors in place: hand it a file
+            source, out = Path(tmp) / "float.onnx", Path(tmp) / "q.onnx"
+            onnx.save(model.proto, source)
+            excluded = [f.node for f in plan.float_nodes]
+            if plan.precision is Precision.DYNAMIC_INT8:
+                _ort_dynamic(source, out, plan, excluded)
+            else:
+                _ort_static(source, out, plan, excluded, data)
+            return onnx.load(str(out))
+
+
+def _ort_static(source: Path, out: Path, plan: QuantPlan, excluded: list[str], data: Samples) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, samples: Iterable[Mapping[str, np.ndarray]]):
+            self._it = iter(samples)
+
+        def get_next(self):
+            sample = next(self._it, None)
+            return None if sample is None else {k: np.asarray(v, np.float32) for k, v in sample.items()}
+
+    options = {
+        "WeightSymmetric": plan.weights.symmetric,
+        "ActivationSymmetric": plan.activations.symmetric,
+        "CalibMaxIntermediateOutputs": 16,  # bounds calibration memory (a 2 GB Pi quantizes too)
+    }
+    try:
+        with _quiet_root_logger():
+            quantize_static(
+                source,
+                out,
+                Reader(data),
+                quant_format=QuantFormat.QDQ,
+                per_channel=plan.weights.per_channel,
+                activation_type=_ort_type(plan.activations.dtype, plan.precision),
+                weight_type=_ort_type(plan.weights.dtype, Precision.INT8),
+                nodes_to_exclude=excluded,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options=options,
+            )
+    except Exception as exc:  # ORT raises many types; the user needs one line
+        raise QuantizeError(f"onnxruntime quantize_static failed: {_first_line(exc)}") from None
+
+
+def _ort_dynamic(source: Path, out: Path, plan: QuantPlan, excluded: list[str]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        with _quiet_root_logger():
+            quantize_dynamic(
+                source,
+                out,
+                per_channel=plan.weights.per_channel,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded,
+                op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+            )
+    except Exception as exc:
+        raise QuantizeError(f"onnxruntime quantize_dynamic failed: {_first_line(exc)}") from None
+
+
+def _float16(model: Model) -> onnx.ModelProto:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # keep_io_types: the model still takes and returns float32, as the float model did
+    return convert_float_to_float16(model.proto, keep_io_types=True, disable_shape_infer=True)
+
+
+class NncfEngine:
+    name = EngineName.NNCF
+    recommended_samples = 300  # nncf.quantize's default subset_size
+
+    def applies(self, plan: QuantPlan) -> str | None:
+        if plan.precision is not Precision.INT8:
+            return f"nncf's ONNX backend quantizes int8 only, not {plan.precision.value}"
+        return None
+
+    def quantize(self, model: Model, plan: QuantPlan, data: Samples) -> onnx.ModelProto:
+        nncf = _import_nncf()
+        preset = nncf.QuantizationPreset.PERFORMANCE if plan.activations.symmetric else nncf.QuantizationPreset.MIXED
+        ignored = nncf.IgnoredScope(names=[f.node for f in plan.float_nodes], validate=False)
+        samples = [{k: np.asarray(v, np.float32) for k, v in s.items()} for s in data]
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+
+        # TFLite kernels and ORT's QLinearConv take one activation scale per tensor; NNCF's CPU
+        # config would otherwise quantize depthwise inputs per channel, which neither can run.
+        advanced = AdvancedQuantizationParameters(
+            activations_quantization_params=QuantizationParameters(per_channel=False),
+            weights_quantization_params=QuantizationParameters(per_channel=plan.weights.per_channel),
+        )
+        try:
+            return nncf.quantize(
+                model.proto,
+                nncf.Dataset(samples),
+                preset=preset,
+                subset_size=len(samples),
+                ignored_scope=ignored,
+                advanced_parameters=advanced,
+            )
+        except Exception as exc:  # NNCF raises many types
+            raise QuantizeError(f"nncf.quantize failed: {_first_line(exc)}") from None
+
+
+def _import_nncf():
+    # NNCF_CI makes NNCF replace its telemetry client with a stub at import (nncf/telemetry/wrapper.py),
+    # and CI keeps openvino_telemetry from writing its client-id files under ~/intel: no network, no files.
+    os.environ.setdefault("NNCF_CI", "1")
+    os.environ.setdefault("CI", "true")
+    try:
+        import nncf
+    except ImportError:
+        raise DependencyError("the nncf engine needs nncf: pip install 'edge-sdk[nncf]'") from None
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    return nncf
+
+
+@contextmanager
+def _quiet_root_logger():
+    """ORT's quantizer warns on the root logger ("Please consider pre-processing": our loader did)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+ENGINES: dict[EngineName, Engine] = {
+    EngineName.ONNXRUNTIME: OnnxRuntimeEngine(),
+    EngineName.NNCF: NncfEngine(),
+}
