@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from edge_sdk import __version__, render
+from edge_sdk.engines import EngineName
 from edge_sdk.errors import EdgeSdkError, UsageError
 from edge_sdk.profile import Precision
 from edge_sdk.serialize import to_jsonable
@@ -114,6 +116,91 @@ def inspect_cmd(
         _emit_json(result.to_dict())
     else:
         out.print(render.inspection(result, per_node=per_node))
+
+
+@app.command("quantize")
+def quantize_cmd(
+    model: Annotated[Path, typer.Argument(help="The float .onnx model.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target id.")],
+    calib: Annotated[str, typer.Option("--calib", help="Recipe .toml (or 'demo'), image folder, .npz/.npy.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory or .onnx path.")],
+    precision: Annotated[Precision | None, typer.Option(help="Precision (default: the target's).")] = None,
+    engine: Annotated[EngineName, typer.Option(help="Quantization engine; auto runs all and keeps the best.")] = (
+        EngineName.AUTO
+    ),
+    data: Annotated[str | None, typer.Option("--data", help="Evaluation data (same forms as --calib).")] = None,
+    preprocess: Annotated[str | None, typer.Option(help="Preprocessing for image folders (e.g. imagenet).")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="Accuracy budget in metric points.")] = None,
+    min_sqnr: Annotated[float | None, typer.Option(help="Output SQNR budget in dB.")] = None,
+    ignore: Annotated[list[str] | None, typer.Option("--ignore", help="Node to keep in float (repeatable).")] = None,
+    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224.")] = None,
+    json_out: JsonOpt = False,
+    targets_dir: TargetsDirOpt = None,
+) -> None:
+    """Calibrate, quantize with the target's rules, verify, and write the QDQ ONNX model with its manifest."""
+    from edge_sdk.quantize import quantize
+
+    def stage(text: str) -> None:
+        if status is not None:
+            status.update(text + " ...")
+
+    status = None if json_out else err.status("starting ...")
+    with status or _nothing():
+        result = quantize(
+            model,
+            target,
+            calib,
+            precision=precision,
+            engine=engine,
+            evaluation=data,
+            preprocess=preprocess,
+            max_drop=max_drop,
+            min_sqnr_db=min_sqnr,
+            ignore=ignore or (),
+            output=output,
+            input_shapes=parse_input_shapes(input_shape),
+            targets_dirs=targets_dir or (),
+            on_stage=stage,
+        )
+    if json_out:
+        _emit_json(result.to_dict())
+    else:
+        out.print(render.quantization(result))
+
+
+@app.command("verify")
+def verify_cmd(
+    quantized: Annotated[Path, typer.Argument(help="The quantized .onnx model.")],
+    reference: Annotated[Path, typer.Option("--reference", help="The float .onnx it came from.")],
+    data: Annotated[str, typer.Option("--data", help="Evaluation data: recipe, image folder, .npz/.npy.")],
+    preprocess: Annotated[str | None, typer.Option(help="Preprocessing for image folders.")] = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also the error at every layer.")] = False,
+    host_kernels: Annotated[
+        bool,
+        typer.Option(
+            "--host-kernels", help="Measure with this host's ONNX Runtime int8 kernels instead of exact Q/DQ."
+        ),
+    ] = False,
+    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fidelity of a quantized model against its float reference: SQNR, cosine, max error, top-1, accuracy."""
+    from edge_sdk.calibration import load_calibration
+    from edge_sdk.model import load_model
+    from edge_sdk.verify import verify
+
+    float_model = load_model(reference, input_shapes=parse_input_shapes(input_shape), simplify=False)
+    samples = load_calibration(data, float_model, split="evaluation", preprocess=preprocess)
+    fidelity = verify(quantized, reference, samples, labels=samples.labels, per_layer=per_layer, optimized=host_kernels)
+    if json_out:
+        _emit_json(fidelity.to_dict())
+    else:
+        out.print(render.verification(fidelity, layers=per_layer))
+
+
+@contextmanager
+def _nothing():
+    yield
 
 
 @app.command("demo")

@@ -7,6 +7,8 @@ data) into a QDQ ONNX model. The SDK owns the plan; the engines own the arithmet
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -94,7 +96,6 @@ def _ort_static(source: Path, out: Path, plan: QuantPlan, excluded: list[str], d
     options = {
         "WeightSymmetric": plan.weights.symmetric,
         "ActivationSymmetric": plan.activations.symmetric,
-        "CalibMaxIntermediateOutputs": 16,  # bounds calibration memory (a 2 GB Pi quantizes too)
     }
     try:
         with _quiet_root_logger():
@@ -160,15 +161,16 @@ class NncfEngine:
             activations_quantization_params=QuantizationParameters(per_channel=False),
             weights_quantization_params=QuantizationParameters(per_channel=plan.weights.per_channel),
         )
-        try:
-            return nncf.quantize(
-                model.proto,
-                nncf.Dataset(samples),
-                preset=preset,
-                subset_size=len(samples),
-                ignored_scope=ignored,
-                advanced_parameters=advanced,
-            )
+        try:  # NNCF draws progress bars on stdout; the library prints nothing (and --json needs stdout)
+            with contextlib.redirect_stdout(io.StringIO()):
+                return nncf.quantize(
+                    model.proto,
+                    nncf.Dataset(samples),
+                    preset=preset,
+                    subset_size=len(samples),
+                    ignored_scope=ignored,
+                    advanced_parameters=advanced,
+                )
         except Exception as exc:  # NNCF raises many types
             raise QuantizeError(f"nncf.quantize failed: {_first_line(exc)}") from None
 

@@ -61,7 +61,7 @@ def plan(
     model: Model, target: TargetProfile, *, precision: Precision | None = None, ignore: Sequence[str] = ()
 ) -> QuantPlan:
     """The quantization plan of `model` for `target` at `precision` (default: the target's)."""
-    chosen = precision or target.deploy.default_precision
+    chosen = Precision(precision) if precision else target.deploy.default_precision
     if chosen not in target.deploy.precisions:
         supported = ", ".join(p.value for p in target.deploy.precisions)
         raise UsageError(f"target '{target.id}' does not run {chosen.value}; it supports {supported}")
@@ -88,7 +88,8 @@ def plan(
             float_nodes.append(FloatNode(name, node.op_type, "user's ignore list"))
             continue
         rule = target.ops.rules.get(node.op_type)
-        if rule is not None and rule.precisions and chosen not in rule.precisions:
+        # only static integer plans keep float islands: dynamic-int8 and fp16 change weights alone
+        if chosen in STATIC_PRECISIONS and rule is not None and rule.precisions and chosen not in rule.precisions:
             allowed = ", ".join(p.value for p in rule.precisions)
             reason = f"{target.compute.unit} runs {node.op_type} only in {allowed}"
             float_nodes.append(FloatNode(name, node.op_type, reason))

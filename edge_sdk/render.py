@@ -211,3 +211,107 @@ def demo(result: DemoResult) -> Group:
         f"held-out MNIST digits, measured now with ONNX Runtime{stated}"
     )
     return Group(line, inspection(result.inspection))
+
+
+def _fidelity_table(fidelity, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("output", "SQNR dB", "cosine", "max abs err", "top-1 agreement", "accuracy float", "accuracy quant"):
+        table.add_column(column)
+    for o in fidelity.outputs:
+        table.add_row(
+            Text(o.name),
+            f"{o.sqnr_db:.2f}",
+            f"{o.cosine:.5f}",
+            f"{o.max_abs_error:.4g}",
+            _pct(o.top1_agreement),
+            _pct(o.accuracy_float),
+            _pct(o.accuracy_quant),
+        )
+    return table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def verification(fidelity, *, layers: bool = False) -> Group:
+    parts: list = [_fidelity_table(fidelity, f"Fidelity on {fidelity.samples} samples")]
+    if layers and fidelity.layers:
+        table = Table(title="Per layer (quantized vs float, in execution order)")
+        table.add_column("tensor")
+        table.add_column("op")
+        table.add_column("SQNR dB", justify="right")
+        for layer in fidelity.layers:
+            table.add_row(Text(layer.tensor), layer.op_type, f"{layer.sqnr_db:.2f}")
+        parts.append(table)
+    return Group(*parts)
+
+
+def quantization(result) -> Group:
+    plan = result.plan
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("target", f"{plan.target} at {plan.precision.value}")
+    head.add_row("weights", _spec(plan.weights))
+    head.add_row("activations", _spec(plan.activations))
+    head.add_row("calibration", Text(result.calibration))
+    head.add_row("engine", f"{result.engine.value}, chosen on {result.selected_on}")
+    head.add_row("float nodes", f"{len(plan.float_nodes)} kept in float (listed below)" if plan.float_nodes else "none")
+    if result.artifact is not None:
+        head.add_row(
+            "wrote",
+            Text(
+                f"{result.artifact.path} (+ .json manifest), {size(result.artifact.size_bytes)}, "
+                f"sha256 {result.artifact.sha256[:12]}"
+            ),
+        )
+    parts: list = [head, _candidates(result), _fidelity_table(result.fidelity, "Fidelity of the result")]
+    if plan.float_nodes:
+        table = Table(title="Nodes kept in float")
+        for column in ("node", "op", "reason"):
+            table.add_column(column)
+        for f in plan.float_nodes:
+            table.add_row(Text(f.node), f.op_type, Text(f.reason))
+        parts.append(table)
+    if result.fallback is not None:
+        parts.append(_fallback_line(result.fallback))
+    speed = Table(title="ONNX Runtime on this host (median ms)")
+    for column in ("threads", "float", "quantized", "speed-up"):
+        speed.add_column(column, justify="right")
+    for s in result.speed:
+        speed.add_row(
+            str(s.threads), f"{s.float_ms:.3f}", f"{s.quantized_ms:.3f}", f"{s.float_ms / s.quantized_ms:.2f}x"
+        )
+    parts.append(speed)
+    for warning in result.warnings:
+        parts.append(Text(f"note: {warning}", style="yellow"))
+    return Group(*parts)
+
+
+def _fallback_line(fb) -> Text:
+    if not fb.steps:
+        return Text(f"accuracy fallback ({fb.budget}): the budget holds with every layer quantized")
+    tried = ", ".join(f"{s.float_layers} ({s.sqnr_db:.1f} dB)" for s in fb.steps)
+    return Text(
+        f"accuracy fallback ({fb.budget}): {fb.layers} layers ({len(fb.float_nodes)} nodes) kept in float, "
+        f"+{size(fb.extra_weight_bytes)} of weights; float layers tried: {tried}"
+    )
+
+
+def _candidates(result) -> Table:
+    table = Table(title="Engines (verified on the same data)")
+    for column in ("engine", "SQNR dB", "top-1 agreement", "accuracy", "seconds", "unfused nodes"):
+        table.add_column(column)
+    for c in result.candidates:
+        o = c.fidelity.outputs[0]
+        mark = " (kept)" if c.engine is result.engine else ""
+        table.add_row(
+            c.engine.value + mark,
+            f"{c.fidelity.worst_sqnr_db:.2f}",
+            _pct(o.top1_agreement),
+            _pct(o.accuracy_quant),
+            f"{c.seconds:.1f}",
+            str(c.unfused_nodes),
+        )
+    return table

@@ -1,0 +1,275 @@
+"""quantize(model, target, calibration): plan with the target's rules, calibrate, quantize with
+the engines that apply, judge each by verification (and speed), fall back to float where the
+accuracy budget needs it, and write the artifact with its manifest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edge_sdk.artifact import Artifact, model_bytes, write_artifact
+from edge_sdk.calibration import CalibrationData, check_calibration, load_calibration
+from edge_sdk.costs import Graph
+from edge_sdk.engines import ENGINES, Engine, EngineName
+from edge_sdk.errors import QuantizeError, UsageError
+from edge_sdk.fallback import Budget, FallbackReport, rank_layers, search
+from edge_sdk.model import Model, load_model
+from edge_sdk.plan import QuantPlan, plan
+from edge_sdk.profile import Precision, TargetProfile
+from edge_sdk.qdq import remove_redundant_activations, unfused_compute_nodes
+from edge_sdk.serialize import to_jsonable
+from edge_sdk.targets import load_target
+from edge_sdk.timing import ort_latency_ms
+from edge_sdk.verify import Fidelity, verify
+
+Stage = Callable[[str], None]
+RANKING_SAMPLES = 32  # per-layer errors for the fallback ranking: enough to order layers
+
+
+@dataclass(frozen=True)
+class Candidate:
+    engine: EngineName
+    fidelity: Fidelity
+    seconds: float
+    removed_activations: int  # Relu/Clip folded into the following QuantizeLinear
+    unfused_nodes: int  # compute nodes ONNX Runtime cannot run as integer kernels
+
+
+@dataclass(frozen=True)
+class Speed:
+    threads: int
+    float_ms: float
+    quantized_ms: float
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    plan: QuantPlan
+    engine: EngineName
+    fidelity: Fidelity
+    candidates: tuple[Candidate, ...]
+    selected_on: str
+    calibration: str
+    fallback: FallbackReport | None
+    speed: tuple[Speed, ...]
+    warnings: tuple[str, ...]
+    artifact: Artifact | None
+    model: onnx.ModelProto = field(repr=False, metadata={"json": False})
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+
+def quantize(
+    model: Model | str | Path,
+    target: TargetProfile | str,
+    calibration: Any,
+    *,
+    precision: Precision | None = None,
+    engine: EngineName = EngineName.AUTO,
+    evaluation: Any = None,
+    preprocess: str | None = None,
+    max_drop: float | None = None,
+    min_sqnr_db: float | None = None,
+    ignore: Sequence[str] = (),
+    output: Path | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    speed_threads: Sequence[int] = (1, 2),
+    targets_dirs: Sequence[str | Path] = (),
+    on_stage: Stage | None = None,
+) -> QuantizeResult:
+    """Quantize `model` for `target` with `calibration` data (a recipe, an image folder with a
+    preprocessing, .npz/.npy or an iterable of {input: array}); see the README for the options."""
+    stage = on_stage or (lambda _: None)
+    profile = target if isinstance(target, TargetProfile) else load_target(target, targets_dirs)
+    loaded = model if isinstance(model, Model) else load_model(model, input_shapes=input_shapes)
+    the_plan = plan(loaded, profile, precision=precision, ignore=ignore)
+    engines = _engines(EngineName(engine), the_plan)
+    budget = Budget(max_drop, min_sqnr_db) if max_drop is not None or min_sqnr_db is not None else None
+    stage("loading calibration data")
+    calib = load_calibration(calibration, loaded, preprocess=preprocess)
+    warnings = check_calibration(calib, loaded, recommended=max(e.recommended_samples for e in engines))
+    selection, selected_on = _selection_data(evaluation, calib, loaded, preprocess)
+    if budget is not None and budget.max_drop is not None and not _is_classifier(loaded):
+        raise UsageError("--max-drop needs a classifier output (N, C); use --min-sqnr for this model")
+    candidates, protos = [], {}
+    for item in engines:
+        stage(f"quantizing with {item.name.value}")
+        candidate, proto = _run_engine(item, loaded, the_plan, calib, selection)
+        candidates.append(candidate)
+        protos[item.name] = proto
+    best = max(candidates, key=lambda c: _score(c.fidelity))
+    if len(candidates) > 1:
+        others = ", ".join(f"{c.engine.value} {_summary(c.fidelity)}" for c in candidates if c is not best)
+        warnings.append(f"kept {best.engine.value} ({_summary(best.fidelity)}) over {others}, on {selected_on}")
+    final_plan, proto, fidelity, report = the_plan, protos[best.engine], best.fidelity, None
+    if budget is not None:
+        stage("accuracy fallback")
+        final_plan, proto, fidelity, report = _fallback(
+            ENGINES[best.engine], loaded, the_plan, calib, selection, budget, fidelity
+        )
+    stage("timing float and quantized models")
+    speed = _speed(loaded, proto, calib, speed_threads)
+    warnings += _speed_warnings(speed, proto, final_plan)
+    result = QuantizeResult(
+        plan=final_plan,
+        engine=best.engine,
+        fidelity=fidelity,
+        candidates=tuple(candidates),
+        selected_on=selected_on,
+        calibration=calib.source,
+        fallback=report,
+        speed=tuple(speed),
+        warnings=tuple(warnings),
+        artifact=None,
+        model=proto,
+    )
+    if output is not None:
+        result = _write(result, loaded, profile, output)
+    return result
+
+
+def _engines(name: EngineName, the_plan: QuantPlan) -> list[Engine]:
+    if name is not EngineName.AUTO:
+        reason = ENGINES[name].applies(the_plan)
+        if reason:
+            raise UsageError(f"engine {name.value} cannot serve this plan: {reason}; use --engine auto")
+        return [ENGINES[name]]
+    usable = [e for e in ENGINES.values() if e.applies(the_plan) is None]
+    if the_plan.precision is not Precision.INT8:
+        usable = usable[:1]
+    return usable
+
+
+def _selection_data(
+    evaluation: Any, calib: CalibrationData, model: Model, preprocess: str | None
+) -> tuple[CalibrationData, str]:
+    if evaluation is None:
+        return calib, "the calibration data (pass evaluation data for an unbiased choice)"
+    data = load_calibration(evaluation, model, split="evaluation", preprocess=preprocess)
+    return data, f"the evaluation data ({len(data)} samples)"
+
+
+def _is_classifier(model: Model) -> bool:
+    shape = model.outputs[0].shape
+    return len(shape) == 2 and shape[1] >= 2
+
+
+def _run_engine(
+    engine: Engine, model: Model, the_plan: QuantPlan, calib: CalibrationData, selection: CalibrationData
+) -> tuple[Candidate, onnx.ModelProto]:
+    start = time.perf_counter()
+    proto = engine.quantize(model, the_plan, list(calib))
+    proto, removed = remove_redundant_activations(proto)
+    seconds = time.perf_counter() - start
+    fidelity = verify(proto, model, selection, labels=selection.labels)
+    return Candidate(engine.name, fidelity, seconds, removed, len(unfused_compute_nodes(proto))), proto
+
+
+def _score(fidelity: Fidelity) -> tuple[float, float]:
+    out = fidelity.outputs[0]
+    primary = out.accuracy_quant if out.accuracy_quant is not None else fidelity.worst_sqnr_db
+    return (primary, fidelity.worst_sqnr_db)
+
+
+def _summary(fidelity: Fidelity) -> str:
+    out = fidelity.outputs[0]
+    parts = [f"{fidelity.worst_sqnr_db:.2f} dB"]
+    if out.top1_agreement is not None:
+        parts.append(f"top-1 agreement {out.top1_agreement:.1%}")
+    if out.accuracy_quant is not None:
+        parts.append(f"accuracy {out.accuracy_quant:.2%}")
+    return ", ".join(parts)
+
+
+def _fallback(
+    engine: Engine,
+    model: Model,
+    the_plan: QuantPlan,
+    calib: CalibrationData,
+    selection: CalibrationData,
+    budget: Budget,
+    fidelity: Fidelity,
+) -> tuple[QuantPlan, onnx.ModelProto, Fidelity, FallbackReport]:
+    current = engine.quantize(model, the_plan, list(calib))
+    if budget.holds(fidelity):
+        report = FallbackReport(budget.describe(), True, 0, (), (), 0)
+        return the_plan, remove_redundant_activations(current)[0], fidelity, report
+    probe = selection.take(RANKING_SAMPLES)
+    layers = verify(remove_redundant_activations(current)[0], model, probe, per_layer=True)
+    ranked = rank_layers(model, layers, {f.node for f in the_plan.float_nodes})
+    protos: dict[int, onnx.ModelProto] = {}
+
+    def attempt(nodes) -> Fidelity:
+        proto = remove_redundant_activations(engine.quantize(model, the_plan.with_float(nodes), list(calib)))[0]
+        protos[len(nodes)] = proto
+        return verify(proto, model, selection, labels=selection.labels)
+
+    count, steps, found = search(ranked, budget, attempt)
+    if found is None:
+        reached = f"{steps[-1].sqnr_db:.1f} dB" if steps else "nothing (the model has one layer)"
+        raise QuantizeError(
+            f"no fallback meets {budget.describe()}: with {count} of {len(ranked)} layers in float it reaches "
+            f"{reached}; relax the budget or use --precision fp16"
+        )
+    kept = [node for group in ranked[:count] for node in group]
+    report = FallbackReport(budget.describe(), True, count, tuple(kept), tuple(steps), _extra_bytes(model, kept))
+    return the_plan.with_float(kept), protos[len(kept)], found, report
+
+
+def _extra_bytes(model: Model, nodes) -> int:
+    graph = Graph(model)
+    names = {n.node for n in nodes}
+    weights = {i for node in graph.nodes if (node.name or node.output[0]) in names for i in node.input[1:]}
+    return sum(graph.tensors[w].elements * 3 for w in weights if w in graph.tensors and graph.tensors[w].is_parameter)
+
+
+def _speed(model: Model, proto: onnx.ModelProto, calib: CalibrationData, threads: Sequence[int]) -> list[Speed]:
+    sample = calib.samples[0]
+    float_bytes, quant_bytes = model.proto.SerializeToString(), proto.SerializeToString()
+    return [
+        Speed(t, ort_latency_ms(float_bytes, sample, threads=t), ort_latency_ms(quant_bytes, sample, threads=t))
+        for t in threads
+    ]
+
+
+def _speed_warnings(speed: list[Speed], proto: onnx.ModelProto, the_plan: QuantPlan) -> list[str]:
+    slow = [s for s in speed if s.quantized_ms > 1.05 * s.float_ms]  # within 5% is timing noise
+    if not slow:
+        return []
+    unfused = unfused_compute_nodes(proto)
+    why = []
+    if unfused:
+        why.append(
+            f"{len(unfused)} compute nodes are not followed by a QuantizeLinear, so ONNX Runtime runs them "
+            "in float between Q/DQ pairs"
+        )
+    if the_plan.float_nodes:
+        why.append(f"{len(the_plan.float_nodes)} nodes stay in float and every boundary adds a Q/DQ round trip")
+    if not why:
+        why.append("this host's ONNX Runtime int8 kernels are not faster for these layer shapes")
+    timings = ", ".join(f"{s.threads} thread(s) {s.quantized_ms:.2f} ms vs {s.float_ms:.2f} ms" for s in slow)
+    return [f"the quantized model is slower than float in ONNX Runtime here ({timings}): {'; '.join(why)}"]
+
+
+def _write(result: QuantizeResult, model: Model, profile: TargetProfile, output: Path) -> QuantizeResult:
+    path = output if output.suffix == ".onnx" else output / f"{model.name}.{result.plan.precision.value}.onnx"
+    manifest = {
+        "kind": "quantized-onnx",
+        "source_model": {"name": model.name, "sha256": model.sha256},
+        "target": profile.id,
+        "plan": result.plan,
+        "engine": result.engine,
+        "fidelity": result.fidelity.to_dict(),
+        "candidates": [{"engine": c.engine, "fidelity": c.fidelity.to_dict()} for c in result.candidates],
+        "selected_on": result.selected_on,
+        "calibration": result.calibration,
+        "fallback": result.fallback,
+    }
+    artifact = write_artifact(path, model_bytes(result.model), manifest)
+    return replace(result, artifact=artifact)
