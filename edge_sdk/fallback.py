@@ -102,7 +102,7 @@ def _layer_nodes(producer: dict, tensor: str) -> list:
 
 
 def search(
-    ranked: list[FloatNode], budget: Budget, attempt: Callable[[list[FloatNode]], Fidelity]
+    ranked: list[tuple[FloatNode, ...]], budget: Budget, attempt: Callable[[list[FloatNode]], Fidelity]
 ) -> tuple[int, list[FallbackStep], Fidelity | None]:
     """The fewest leading layers of `ranked` to keep in float so that `budget` holds: doubling,
     then bisection. Returns (count, steps tried, fidelity at count) or (len, steps, None) if never."""
