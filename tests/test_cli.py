@@ -134,3 +134,77 @@ def test_version():
     from edge_sdk import __version__
 
     assert run("--version").stdout.strip() == f"edge-sdk {__version__}"
+
+
+def test_quantize_and_verify_commands(tmp_path):
+    from edge_sdk.demo import DEMO_MODEL
+
+    proc = run(
+        "quantize",
+        str(DEMO_MODEL),
+        "-t",
+        "rpi5",
+        "--calib",
+        "demo",
+        "--data",
+        "demo",
+        "--engine",
+        "onnxruntime",
+        "-o",
+        str(tmp_path),
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["engine"] == "onnxruntime" and doc["plan"]["precision"] == "int8"
+    quantized = tmp_path / "demo_mnist.int8.onnx"
+    assert quantized.exists() and (tmp_path / "demo_mnist.int8.onnx.json").exists()
+    proc = run("verify", str(quantized), "--reference", str(DEMO_MODEL), "--data", "demo", "--json")
+    assert proc.returncode == 0, proc.stderr
+    fidelity = json.loads(proc.stdout)
+    assert fidelity["samples"] == 1000 and fidelity["outputs"][0]["accuracy_quant"] > 0.98
+    text = run("verify", str(quantized), "--reference", str(DEMO_MODEL), "--data", "demo", "--per-layer")
+    assert "Per layer" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["--precision", "fp16", "-t", "coral-edgetpu-usb"], ["does not run fp16"]),
+        (["--calib", "/nonexistent/photos"], ["/nonexistent/photos"]),
+        (["--max-drop", "1", "--engine", "nncf", "--precision", "int16x8", "-t", "ethos-u55-128"], ["cannot serve"]),
+    ],
+)
+def test_quantize_bad_input(tmp_path, extra, fragments):
+    from edge_sdk.demo import DEMO_MODEL
+
+    args = ["quantize", str(DEMO_MODEL), "-o", str(tmp_path / "out")]
+    if "-t" not in extra:
+        args += ["-t", "rpi5"]
+    if "--calib" not in extra:
+        args += ["--calib", "demo"]
+    proc = run(*args, *extra)
+    assert_one_line_error(proc, *fragments)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_quantize_an_already_quantized_model(tmp_path):
+    from edge_sdk.demo import DEMO_MODEL
+
+    assert (
+        run(
+            "quantize", str(DEMO_MODEL), "-t", "rpi5", "--calib", "demo", "--engine", "onnxruntime", "-o", str(tmp_path)
+        ).returncode
+        == 0
+    )
+    proc = run(
+        "quantize",
+        str(tmp_path / "demo_mnist.int8.onnx"),
+        "-t",
+        "rpi5",
+        "--calib",
+        "demo",
+        "-o",
+        str(tmp_path / "again"),
+    )
+    assert_one_line_error(proc, "already quantized", "pass the float model")

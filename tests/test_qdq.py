@@ -15,18 +15,33 @@ def _qdq_conv_clip(clip_max: float, q_scale: float) -> onnx.ModelProto:
     """x -> Q/DQ -> Conv(DQ weights) -> Clip(0, clip_max) -> Q(uint8, scale) -> DQ -> y"""
     rng = np.random.default_rng(0)
     wq = rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
-    inits = [const("wq", wq), const("ws", np.full(4, 0.01, np.float32)), const("wz", np.zeros(4, np.int8)),
-             const("xs", np.float32(0.02)), const("xz", np.uint8(128)), const("lo", np.float32(0.0)),
-             const("hi", np.float32(clip_max)), const("ys", np.float32(q_scale)), const("yz", np.uint8(0))]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
-             helper.make_node("Conv", ["xd", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Clip", ["c", "lo", "hi"], ["r"], name="clip"),
-             helper.make_node("QuantizeLinear", ["r", "ys", "yz"], ["rq"]),
-             helper.make_node("DequantizeLinear", ["rq", "ys", "yz"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    inits = [
+        const("wq", wq),
+        const("ws", np.full(4, 0.01, np.float32)),
+        const("wz", np.zeros(4, np.int8)),
+        const("xs", np.float32(0.02)),
+        const("xz", np.uint8(128)),
+        const("lo", np.float32(0.0)),
+        const("hi", np.float32(clip_max)),
+        const("ys", np.float32(q_scale)),
+        const("yz", np.uint8(0)),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+        helper.make_node("Conv", ["xd", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c", "lo", "hi"], ["r"], name="clip"),
+        helper.make_node("QuantizeLinear", ["r", "ys", "yz"], ["rq"]),
+        helper.make_node("DequantizeLinear", ["rq", "ys", "yz"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 

@@ -102,13 +102,16 @@ def _bad_npz(tmp_path, array, name="input"):
     return path
 
 
-@pytest.mark.parametrize(("make", "error", "match"), [
-    (lambda t: _bad_npz(t, np.zeros((4, 1, 3, 28, 28), np.float32)), DataError, "calibration input 'input'"),
-    (lambda t: _bad_npz(t, np.full((4, 1, 1, 28, 28), np.nan, np.float32)), DataError, "NaN"),
-    (lambda t: _bad_npz(t, np.zeros((4, 1, 1, 28, 28), np.float32), "images"), DataError, "input"),
-    (lambda t: (t / "empty").mkdir() or t / "empty", DataError, "empty|no images"),
-    (lambda t: (t / "bad.png").write_bytes(b"not a png") and t, DataError, "bad.png"),
-])
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda t: _bad_npz(t, np.zeros((4, 1, 3, 28, 28), np.float32)), DataError, "calibration input 'input'"),
+        (lambda t: _bad_npz(t, np.full((4, 1, 1, 28, 28), np.nan, np.float32)), DataError, "NaN"),
+        (lambda t: _bad_npz(t, np.zeros((4, 1, 1, 28, 28), np.float32), "images"), DataError, "input"),
+        (lambda t: (t / "empty").mkdir() or t / "empty", DataError, "empty|no images"),
+        (lambda t: (t / "bad.png").write_bytes(b"not a png") and t, DataError, "bad.png"),
+    ],
+)
 def test_bad_calibration_leaves_nothing_behind(tmp_path, make, error, match):
     source = make(tmp_path)
     out = tmp_path / "out"
