@@ -50,14 +50,28 @@ class Engine(Protocol):
 def _ort_type(dtype: str, precision: Precision):
     from onnxruntime.quantization import QuantType
 
-    if precision is Precision.INT16X8 and dtype in ("int8", "int16"):
-        return QuantType.QInt16
+    if precision is Precision.INT16X8:  # 16-bit activations, keeping the target's signedness
+        return QuantType.QUInt16 if dtype.startswith("u") else QuantType.QInt16
     return {
         "int8": QuantType.QInt8,
         "uint8": QuantType.QUInt8,
         "int16": QuantType.QInt16,
         "uint16": QuantType.QUInt16,
     }.get(dtype, QuantType.QInt8)
+
+
+def _reader(samples: Iterable[Mapping[str, np.ndarray]]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(samples)
+
+        def get_next(self):
+            sample = next(self._it, None)
+            return None if sample is None else {k: np.asarray(v, np.float32) for k, v in sample.items()}
+
+    return Reader()
 
 
 class OnnxRuntimeEngine:
@@ -83,26 +97,18 @@ class OnnxRuntimeEngine:
 
 
 def _ort_static(source: Path, out: Path, plan: QuantPlan, excluded: list[str], data: Samples) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self, samples: Iterable[Mapping[str, np.ndarray]]):
-            self._it = iter(samples)
-
-        def get_next(self):
-            sample = next(self._it, None)
-            return None if sample is None else {k: np.asarray(v, np.float32) for k, v in sample.items()}
-
-    options = {
-        "WeightSymmetric": plan.weights.symmetric,
-        "ActivationSymmetric": plan.activations.symmetric,
-    }
+    if plan.qnn:
+        _ort_qnn(source, out, plan, excluded, data)
+        return
+    options = {"WeightSymmetric": plan.weights.symmetric, "ActivationSymmetric": plan.activations.symmetric}
     try:
         with _quiet_root_logger():
             quantize_static(
                 source,
                 out,
-                Reader(data),
+                _reader(data),
                 quant_format=QuantFormat.QDQ,
                 per_channel=plan.weights.per_channel,
                 activation_type=_ort_type(plan.activations.dtype, plan.precision),
@@ -113,6 +119,28 @@ def _ort_static(source: Path, out: Path, plan: QuantPlan, excluded: list[str], d
             )
     except Exception as exc:  # ORT raises many types; the user needs one line
         raise QuantizeError(f"onnxruntime quantize_static failed: {_first_line(exc)}") from None
+
+
+def _ort_qnn(source: Path, out: Path, plan: QuantPlan, excluded: list[str], data: Samples) -> None:
+    """ONNX Runtime's QNN EP has its own QDQ rules (get_qnn_qdq_config): fixed Sigmoid/Tanh ranges,
+    16-bit handling, the per-channel axes the HTP accepts."""
+    from onnxruntime.quantization import quantize
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+    try:
+        with _quiet_root_logger():
+            config = get_qnn_qdq_config(
+                source,
+                _reader(data),
+                activation_type=_ort_type(plan.activations.dtype, plan.precision),
+                weight_type=_ort_type(plan.weights.dtype, Precision.INT8),
+                per_channel=plan.weights.per_channel,
+                weight_symmetric=plan.weights.symmetric,
+                nodes_to_exclude=excluded,
+            )
+            quantize(source, out, config)
+    except Exception as exc:  # ORT raises many types; the user needs one line
+        raise QuantizeError(f"onnxruntime QNN QDQ quantization failed: {_first_line(exc)}") from None
 
 
 def _ort_dynamic(source: Path, out: Path, plan: QuantPlan, excluded: list[str]) -> None:
@@ -146,6 +174,8 @@ class NncfEngine:
     def applies(self, plan: QuantPlan) -> str | None:
         if plan.precision is not Precision.INT8:
             return f"nncf's ONNX backend quantizes int8 only, not {plan.precision.value}"
+        if plan.qnn:
+            return "nncf does not apply the QNN EP's QDQ rules"
         return None
 
     def quantize(self, model: Model, plan: QuantPlan, data: Samples) -> onnx.ModelProto:

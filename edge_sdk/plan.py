@@ -47,6 +47,7 @@ class QuantPlan:
     fixed_outputs: tuple[FixedOutput, ...]
     float_nodes: tuple[FloatNode, ...]
     quantizable_nodes: int
+    qnn: bool = False  # the target runs QDQ ONNX through ONNX Runtime's QNN EP: use QNN's QDQ rules
 
     def to_dict(self) -> dict:
         return to_jsonable(self)
@@ -101,4 +102,5 @@ def plan(
         fixed_outputs=target.quantization.fixed_outputs,
         float_nodes=tuple(float_nodes),
         quantizable_nodes=len(graph.nodes) - len(float_nodes),
+        qnn="onnxruntime-qnn" in target.deploy.runtimes,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 from conftest import conv_bn_relu_model
 
@@ -138,3 +139,13 @@ def test_max_drop_needs_a_classifier(tmp_path):
     np.savez(path, x=rng.standard_normal((4, 1, 3, 16, 16)).astype(np.float32))
     with pytest.raises(UsageError, match="--max-drop needs a classifier"):
         quantize(conv_bn_relu_model(), "rpi5", path, max_drop=1.0, speed_threads=())
+
+
+def test_hexagon_uses_the_qnn_qdq_rules_and_only_onnxruntime():
+    result = quantize(DEMO_MODEL, "sd8gen2-hexagon", "demo", speed_threads=())
+    assert result.plan.qnn and [c.engine for c in result.candidates] == [EngineName.ONNXRUNTIME]
+    assert result.fidelity.worst_sqnr_db > 30
+    # uint8 activations and int8 weights, as the profile says
+    types = {i.name: i.data_type for i in result.model.graph.initializer if i.name.endswith("zero_point")}
+    assert types["input_zero_point"] == onnx.TensorProto.UINT8
+    assert {t for name, t in types.items() if "_weight_" in name} == {onnx.TensorProto.INT8}
