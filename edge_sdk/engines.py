@@ -164,7 +164,14 @@ def _float16(model: Model) -> onnx.ModelProto:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     # keep_io_types: the model still takes and returns float32, as the float model did
-    return convert_float_to_float16(model.proto, keep_io_types=True, disable_shape_infer=True)
+    return convert_float_to_float16(_copy(model.proto), keep_io_types=True, disable_shape_infer=True)
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Engines edit the protos they get (fp16 conversion in place, NNCF metadata): give them a copy."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
 
 
 class NncfEngine:
@@ -194,7 +201,7 @@ class NncfEngine:
         try:  # NNCF draws progress bars on stdout; the library prints nothing (and --json needs stdout)
             with contextlib.redirect_stdout(io.StringIO()):
                 return nncf.quantize(
-                    model.proto,
+                    _copy(model.proto),
                     nncf.Dataset(samples),
                     preset=preset,
                     subset_size=len(samples),

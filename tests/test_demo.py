@@ -48,6 +48,9 @@ def test_demo_accuracy_matches_the_recipe_and_covers_every_target():
     assert abs(result.float_accuracy - result.stated_accuracy) < 0.002
     assert result.float_accuracy > 0.95
     assert {r.target for r in result.inspection.targets} == {t.id for t in list_targets()}
+    assert {q.target for q in result.quantized} == {t.id for t in list_targets()}
+    for q in result.quantized:  # every target's own rules keep the demo within half a point
+        assert q.accuracy is not None and result.float_accuracy - q.accuracy <= 0.005, q
 
 
 def test_demo_cli_json():
