@@ -140,12 +140,7 @@ def quantize_cmd(
     """Calibrate, quantize with the target's rules, verify, and write the QDQ ONNX model with its manifest."""
     from edge_sdk.quantize import quantize
 
-    def stage(text: str) -> None:
-        if status is not None:
-            status.update(text + " ...")
-
-    status = None if json_out else err.status("starting ...")
-    with status or _nothing():
+    with _stage_display(enabled=not json_out) as (stage, progress):
         result = quantize(
             model,
             target,
@@ -161,6 +156,7 @@ def quantize_cmd(
             input_shapes=parse_input_shapes(input_shape),
             targets_dirs=targets_dir or (),
             on_stage=stage,
+            on_progress=progress,
         )
     if json_out:
         _emit_json(result.to_dict())
@@ -199,8 +195,24 @@ def verify_cmd(
 
 
 @contextmanager
-def _nothing():
-    yield
+def _stage_display(*, enabled: bool):
+    """A progress bar on stderr: the current stage, and a bar while calibration samples load."""
+    if not enabled:
+        yield (lambda _text: None), None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def stage(text: str) -> None:
+            bar.update(task, description=text, total=None, completed=0)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield stage, progress
 
 
 @app.command("demo")

@@ -82,6 +82,7 @@ def quantize(
     speed_threads: Sequence[int] = (1, 2),
     targets_dirs: Sequence[str | Path] = (),
     on_stage: Stage | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> QuantizeResult:
     """Quantize `model` for `target` with `calibration` data (a recipe, an image folder with a
     preprocessing, .npz/.npy or an iterable of {input: array}); see the README for the options."""
@@ -92,7 +93,7 @@ def quantize(
     engines = _engines(EngineName(engine), the_plan)
     budget = Budget(max_drop, min_sqnr_db) if max_drop is not None or min_sqnr_db is not None else None
     stage("loading calibration data")
-    calib = load_calibration(calibration, loaded, preprocess=preprocess)
+    calib = load_calibration(calibration, loaded, preprocess=preprocess, progress=on_progress)
     warnings = check_calibration(calib, loaded, recommended=max(e.recommended_samples for e in engines))
     selection, selected_on = _selection_data(evaluation, calib, loaded, preprocess)
     if budget is not None and budget.max_drop is not None and not _is_classifier(loaded):
