@@ -22,6 +22,7 @@ from edge_sdk.model import Model, load_model
 from edge_sdk.plan import QuantPlan, plan
 from edge_sdk.profile import Precision, TargetProfile
 from edge_sdk.qdq import remove_redundant_activations, unfused_compute_nodes
+from edge_sdk.rewrite import div_to_mul
 from edge_sdk.serialize import to_jsonable
 from edge_sdk.targets import load_target
 from edge_sdk.timing import ort_latency_ms
@@ -29,6 +30,7 @@ from edge_sdk.verify import Fidelity, verify
 
 Stage = Callable[[str], None]
 RANKING_SAMPLES = 32  # per-layer errors for the fallback ranking: enough to order layers
+HOLDOUT_FRACTION, HOLDOUT_MIN = 0.2, 16  # calibration samples held out to choose the engine
 
 
 @dataclass(frozen=True)
@@ -89,13 +91,14 @@ def quantize(
     stage = on_stage or (lambda _: None)
     profile = target if isinstance(target, TargetProfile) else load_target(target, targets_dirs)
     loaded = model if isinstance(model, Model) else load_model(model, input_shapes=input_shapes)
+    loaded, _ = div_to_mul(loaded)
     the_plan = plan(loaded, profile, precision=precision, ignore=ignore)
     engines = _engines(EngineName(engine), the_plan)
     budget = Budget(max_drop, min_sqnr_db) if max_drop is not None or min_sqnr_db is not None else None
     stage("loading calibration data")
     calib = load_calibration(calibration, loaded, preprocess=preprocess, progress=on_progress)
     warnings = check_calibration(calib, loaded, recommended=max(e.recommended_samples for e in engines))
-    selection, selected_on = _selection_data(evaluation, calib, loaded, preprocess)
+    calib, selection, selected_on = _selection_data(evaluation, calib, loaded, preprocess, len(engines))
     if budget is not None and budget.max_drop is not None and not _is_classifier(loaded):
         raise UsageError("--max-drop needs a classifier output (N, C); use --min-sqnr for this model")
     candidates, protos = [], {}
@@ -148,12 +151,21 @@ def _engines(name: EngineName, the_plan: QuantPlan) -> list[Engine]:
 
 
 def _selection_data(
-    evaluation: Any, calib: CalibrationData, model: Model, preprocess: str | None
-) -> tuple[CalibrationData, str]:
-    if evaluation is None:
-        return calib, "the calibration data (pass evaluation data for an unbiased choice)"
-    data = load_calibration(evaluation, model, split="evaluation", preprocess=preprocess)
-    return data, f"the evaluation data ({len(data)} samples)"
+    evaluation: Any, calib: CalibrationData, model: Model, preprocess: str | None, engines: int
+) -> tuple[CalibrationData, CalibrationData, str]:
+    """(data to calibrate on, data to choose and verify on, what the latter is). Without evaluation
+    data and with engines to choose between, the last fifth of the calibration samples is held out:
+    ranges fitted to the very samples they are judged on favour MinMax calibration."""
+    if evaluation is not None:
+        data = load_calibration(evaluation, model, split="evaluation", preprocess=preprocess)
+        return calib, data, f"the evaluation data ({len(data)} samples)"
+    held = max(HOLDOUT_MIN, round(len(calib) * HOLDOUT_FRACTION))
+    if engines < 2 or len(calib) - held < HOLDOUT_MIN:
+        return calib, calib, f"the calibration data ({len(calib)} samples; pass evaluation data for an unbiased check)"
+    kept = len(calib) - held
+    labels = calib.labels[kept:] if calib.labels is not None else None
+    selection = CalibrationData(samples=calib.samples[kept:], labels=labels, source=f"{calib.source}, last {held}")
+    return calib.take(kept), selection, f"{held} calibration samples held out from calibration"
 
 
 def _is_classifier(model: Model) -> bool:
@@ -173,9 +185,10 @@ def _run_engine(
 
 
 def _score(fidelity: Fidelity) -> tuple[float, float]:
+    """SQNR first (continuous, stable on tens of samples), then accuracy or top-1 agreement."""
     out = fidelity.outputs[0]
-    primary = out.accuracy_quant if out.accuracy_quant is not None else fidelity.worst_sqnr_db
-    return (primary, fidelity.worst_sqnr_db)
+    secondary = out.accuracy_quant if out.accuracy_quant is not None else out.top1_agreement
+    return (round(fidelity.worst_sqnr_db, 2), secondary or 0.0)
 
 
 def _summary(fidelity: Fidelity) -> str:
