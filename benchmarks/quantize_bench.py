@@ -37,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = CACHE / "quantize_bench"
 TARGET = "rpi5"
 THREADS = (1, 2)
-SELECT_SHARE = 5  # edge-sdk's held-out selection slice: the last 1/5 of the calibration set
 
 
 @dataclass(frozen=True)
@@ -126,13 +125,15 @@ BENCHES = {
     )
 }
 
-# method -> (label template, what the quantize call gets)
+# method -> its table label. edge-sdk gets the same calibration samples as the baselines; with the
+# auto engine it holds out the last fifth of them itself to choose between engines.
 METHODS = {
     "ort": "onnxruntime quantize_static QDQ, per-channel, MinMax ({n} calib)",
     "nncf": "nncf.quantize defaults ({n} calib)",
-    "sdk": "edge-sdk quantize rpi5 ({c} calib + {s} held-out select) -> {engine}",
-    "sdk-all": "edge-sdk quantize rpi5 ({n} calib, selects on calib) -> {engine}",
+    "sdk": "edge-sdk quantize rpi5, auto ({c} calib + {s} held out to choose) -> {engine}",
+    "sdk-ort": "edge-sdk quantize rpi5 --engine onnxruntime ({n} calib)",
 }
+DEFAULT_METHODS = ("ort", "nncf", "sdk", "sdk-ort")
 
 
 # ---------------------------------------------------------------- child: one quantization
@@ -196,22 +197,15 @@ def _quantize_nncf(model, samples: list[dict], out: Path) -> dict:
     return {"seconds": seconds, "nncf": nncf.__version__}
 
 
-def _quantize_sdk(model, samples: list[dict], labels: np.ndarray | None, out: Path, *, held_out: bool) -> dict:
+def _quantize_sdk(model, samples: list[dict], labels: np.ndarray | None, out: Path, *, engine: str) -> dict:
     import onnx
 
     from edge_sdk.calibration import CalibrationData
     from edge_sdk.quantize import quantize
 
-    n_select = len(samples) // SELECT_SHARE if held_out else 0
-    calib, select = samples[: len(samples) - n_select], samples[len(samples) - n_select :]
-    calib_labels = None if labels is None else labels[: len(calib)]
-    calibration = CalibrationData(tuple(calib), calib_labels, f"bench calibration ({len(calib)} samples)")
-    evaluation = None
-    if held_out:
-        select_labels = None if labels is None else labels[len(calib) :]
-        evaluation = CalibrationData(tuple(select), select_labels, f"bench selection ({len(select)} samples)")
+    calibration = CalibrationData(tuple(samples), labels, f"bench calibration ({len(samples)} samples)")
     start = time.perf_counter()
-    result = quantize(model, TARGET, calibration, evaluation=evaluation, speed_threads=())
+    result = quantize(model, TARGET, calibration, engine=engine, speed_threads=())
     seconds = time.perf_counter() - start
     onnx.save(result.model, out)
     candidates = [
@@ -226,14 +220,20 @@ def _quantize_sdk(model, samples: list[dict], labels: np.ndarray | None, out: Pa
     ]
     return {
         "seconds": seconds,
-        "calib_samples": len(calib),
-        "select_samples": n_select,
+        "calib_samples": len(samples),
+        "select_samples": _held_out(result.selected_on),
         "engine": result.engine.value,
         "selected_on": result.selected_on,
         "candidates": candidates,
         "warnings": list(result.warnings),
         "float_nodes": [f"{f.node} ({f.op_type}): {f.reason}" for f in result.plan.float_nodes],
     }
+
+
+def _held_out(selected_on: str) -> int:
+    """How many calibration samples the SDK held out to choose its engine (from its own words)."""
+    first = selected_on.split()[0]
+    return int(first) if "held out" in selected_on and first.isdigit() else 0
 
 
 def child(bench_name: str, method: str, out: Path) -> None:
@@ -261,7 +261,8 @@ def child(bench_name: str, method: str, out: Path) -> None:
         elif method == "nncf":
             record |= _quantize_nncf(model, samples, model_path)
         else:
-            record |= _quantize_sdk(model, samples, labels, model_path, held_out=method == "sdk")
+            engine = "auto" if method == "sdk" else "onnxruntime"
+            record |= _quantize_sdk(model, samples, labels, model_path, engine=engine)
         record["model"] = str(model_path)
     except Exception:
         record["error"] = traceback.format_exc()
@@ -293,10 +294,12 @@ def run_child(bench: Bench, method: str) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     args = [sys.executable, __file__, "--child", bench.name, method, str(out)]
+    start = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if not out.exists():
         return {"error": f"child exited {done.returncode}:\n{done.stderr[-4000:]}"}
     record = json.loads(out.read_text())
+    record["child_wall_seconds"] = time.perf_counter() - start
     record["stderr_tail"] = done.stderr[-2000:]
     return record
 
@@ -337,7 +340,11 @@ def _ocr_source_accuracy(reference, data: dict[str, np.ndarray], samples: list[d
     return {str(s): float(correct[data["eval_sources"] == s].mean()) for s in np.unique(data["eval_sources"])}
 
 
-def bench_model(bench: Bench, eval_count: int) -> dict:
+def _log(message: str, since: float) -> None:
+    print(f"  [{time.perf_counter() - since:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+def bench_model(bench: Bench, eval_count: int, methods: list[str], since: float) -> dict:
     """Quantize with every method (one subprocess each), then verify each result."""
     import onnx
 
@@ -355,11 +362,14 @@ def bench_model(bench: Bench, eval_count: int) -> dict:
     }
     if "eval_sources" in data:
         report["float_accuracy_by_source"] = _ocr_source_accuracy(model.proto, data, samples)
-    for method in METHODS:
-        print(f"  {bench.name}: {method} ...", file=sys.stderr, flush=True)
+    for method in methods:
+        _log(f"{bench.name}: quantizing with {method}", since)
         record = run_child(bench, method)
         if "model" in record:
+            _log(f"{bench.name}: verifying {method} on {len(samples)} samples", since)
+            start = time.perf_counter()
             record |= fidelity(onnx.load(record["model"]), model, samples, labels)
+            record["verify_seconds"] = time.perf_counter() - start
         report["rows"][method] = record
     report["float_model"] = model.proto.SerializeToString()
     report["sample"] = samples[0]
@@ -431,6 +441,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(BENCHES), default=list(BENCHES))
+    parser.add_argument(
+        "--methods", nargs="+", choices=list(METHODS), default=list(DEFAULT_METHODS), help="default: ort nncf sdk"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer evaluation samples and timing runs (smoke run)")
     args = parser.parse_args()
     start = time.perf_counter()
@@ -438,12 +451,15 @@ def main() -> None:
     reports = {}
     for name in args.models:
         bench = BENCHES[name]
-        reports[name] = bench_model(bench, bench.quick_eval_count if args.quick else bench.eval_count)
-    print("  timing (interleaved) ...", file=sys.stderr, flush=True)
+        count = bench.quick_eval_count if args.quick else bench.eval_count
+        reports[name] = bench_model(bench, count, args.methods, start)
+    _log("timing float and int8 models (interleaved)", start)
+    load_before = os.getloadavg()
     for report in reports.values():
         models = {"fp32": report.pop("float_model")}
         models |= {m: onnx.load(r["model"]).SerializeToString() for m, r in report["rows"].items() if "model" in r}
         report["latency_ms"] = latencies(models, report.pop("sample"), rounds, runs)
+    load = {"before_timing": load_before, "after_timing": os.getloadavg()}  # other jobs share the cores
     total = time.perf_counter() - start
     for name, report in reports.items():
         print_table(name, report)
@@ -451,11 +467,21 @@ def main() -> None:
         f"\nlatency: ONNX Runtime CPU EP, median over {rounds} interleaved round(s) of the median of {runs} runs "
         f"after 10 warm-up runs, batch 1. Fidelity 'sim' = Q/DQ evaluated exactly (ORT optimizations off); "
         f"'host' = this host's ORT int8 kernels. Quantize s = the quantize call only, in its own process; "
-        f"peak GB = that process's VmHWM (imports and calibration data included). Total {total:.0f} s."
+        f"peak GB = that process's VmHWM (imports and calibration data included). Load average (1 min) "
+        f"{load['before_timing'][0]:.1f} before / {load['after_timing'][0]:.1f} after timing on "
+        f"{os.cpu_count()} cores. Total {total:.0f} s."
     )
     out = Path(__file__).resolve().parent / "results" / ("quantize.quick.json" if args.quick else "quantize.json")
     out.parent.mkdir(exist_ok=True)
-    settings = {"target": TARGET, "threads": THREADS, "latency_rounds": rounds, "latency_runs": runs}
+    settings = {
+        "target": TARGET,
+        "methods": args.methods,
+        "edge_sdk_selection": "auto: the SDK holds out the last fifth of the calibration set to choose the engine",
+        "threads": THREADS,
+        "latency_rounds": rounds,
+        "latency_runs": runs,
+        "load": load,
+    }
     payload = {"host": _host(), "settings": settings, "total_seconds": total, "models": reports}
     out.write_text(json.dumps(_finite(payload), indent=2, default=str))
     print(f"wrote {out}")

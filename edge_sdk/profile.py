@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from edge_sdk.errors import TargetError
+from edge_sdk.tomltable import Table
 
 SCHEMA_VERSION = 1
 
@@ -162,95 +163,21 @@ class TargetProfile:
     builtin: bool
 
 
-class _Table:
-    """Reads one TOML table, checking types, and remembers which keys were read."""
-
-    def __init__(self, data: Any, where: str, path: Path):
-        if not isinstance(data, dict):
-            raise TargetError(f"{path}: '{where}' must be a table; see targets/README.md")
-        self.data, self.where, self.path = data, where, path
-        self.seen: set[str] = set()
-
-    def _name(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def _fail(self, key: str, what: str) -> TargetError:
-        return TargetError(f"{self.path}: key '{self._name(key)}' {what}; see targets/README.md")
-
-    def get(self, key: str, kind: type | tuple[type, ...], *, required: bool = False, default: Any = None):
-        self.seen.add(key)
-        if key not in self.data:
-            if required:
-                raise self._fail(key, "is missing")
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise self._fail(key, f"must be {_type_names(kinds)}, not a boolean")
-        if not isinstance(value, kinds):
-            raise self._fail(key, f"must be {_type_names(kinds)}, got {type(value).__name__}")
-        return value
-
-    def get_list(self, key: str, item: type | tuple[type, ...], *, required: bool = False) -> tuple:
-        values = self.get(key, list, required=required, default=[])
-        items = item if isinstance(item, tuple) else (item,)
-        for value in values:
-            if isinstance(value, bool) or not isinstance(value, items):
-                raise self._fail(key, f"must be a list of {_type_names(items)}")
-        return tuple(values)
-
-    def get_choice(self, key: str, choices, *, required: bool = False, default: Any = None):
-        value = self.get(key, str, required=required, default=default)
-        if value is not None and value not in {getattr(c, "value", c) for c in choices}:
-            allowed = ", ".join(sorted(getattr(c, "value", c) for c in choices))
-            raise self._fail(key, f"is '{value}', expected one of: {allowed}")
-        return value
-
-    def get_pair(self, key: str) -> tuple[int, int] | None:
-        values = self.get_list(key, int)
-        if not values:
-            return None
-        if len(values) != 2:
-            raise self._fail(key, "must be a list of two integers [h, w]")
-        return (values[0], values[1])
-
-    def sub(self, key: str, *, required: bool = True) -> _Table:
-        self.seen.add(key)
-        if key not in self.data:
-            if required:
-                raise self._fail(key, "is missing (a table)")
-            return _Table({}, self._name(key), self.path)
-        return _Table(self.data[key], self._name(key), self.path)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            raise self._fail(unknown[0], "is not a known key")
-
-
-def _type_names(kinds: tuple[type, ...]) -> str:
-    names = {
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        bool: "true or false",
-        list: "a list",
-        dict: "a table",
-    }
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _precisions(table: _Table, key: str) -> tuple[Precision, ...]:
+def _precisions(table: Table, key: str) -> tuple[Precision, ...]:
     values = table.get_list(key, str)
     for value in values:
         if value not in {p.value for p in Precision}:
-            raise table._fail(key, f"has unknown precision '{value}'")
+            raise table.fail(key, f"has unknown precision '{value}'")
     return tuple(Precision(v) for v in values)
+
+
+def _table(data: Any, where: str, path: Path) -> Table:
+    return Table(data, where, path, error=TargetError, hint="targets/README.md")
 
 
 def parse_profile(data: dict, path: Path, *, builtin: bool) -> TargetProfile:
     """Validate the parsed TOML of one profile file into a TargetProfile."""
-    top = _Table(data, "", path)
+    top = _table(data, "", path)
     schema = top.get("schema", int, required=True)
     if schema != SCHEMA_VERSION:
         raise TargetError(
@@ -266,7 +193,7 @@ def parse_profile(data: dict, path: Path, *, builtin: bool) -> TargetProfile:
     profile = TargetProfile(
         id=target_id,
         name=top.get("name", str, required=True),
-        kind=Kind(top.get_choice("kind", Kind, required=True)),
+        kind=Kind(top.choice("kind", Kind, required=True)),
         description=top.get("description", str, required=True),
         soc=top.get("soc", str),
         aliases=top.get_list("aliases", str),
@@ -283,16 +210,16 @@ def parse_profile(data: dict, path: Path, *, builtin: bool) -> TargetProfile:
     )
     top.done()
     if not profile.sources:
-        raise top._fail("sources", "must list at least one source")
+        raise top.fail("sources", "must list at least one source")
     return profile
 
 
-def _compute(t: _Table) -> Compute:
+def _compute(t: Table) -> Compute:
     peaks = t.sub("peak_gops", required=False)
     peak_gops = {}
     for key in list(peaks.data):
         if key not in {p.value for p in Precision}:
-            raise peaks._fail(key, "is not a precision")
+            raise peaks.fail(key, "is not a precision")
         peak_gops[Precision(key)] = float(peaks.get(key, (int, float)))
     peaks.done()
     compute = Compute(
@@ -307,32 +234,32 @@ def _compute(t: _Table) -> Compute:
     return compute
 
 
-def _memory(t: _Table) -> Memory:
+def _memory(t: Table) -> Memory:
     bandwidth = _number(t.get("bandwidth_gbps", (int, float)))
     memory = Memory(
         ram_mb=t.get_list("ram_mb", int),
         sram_kb=_number(t.get("sram_kb", (int, float))),
         flash_mb=_number(t.get("flash_mb", (int, float))),
-        weights_in=t.get_choice("weights_in", MEMORIES, required=True),
-        activations_in=t.get_choice("activations_in", MEMORIES, required=True),
+        weights_in=str(t.choice("weights_in", sorted(MEMORIES), required=True)),
+        activations_in=str(t.choice("activations_in", sorted(MEMORIES), required=True)),
         bandwidth_gbps=bandwidth,
-        bandwidth_kind=t.get_choice("bandwidth_kind", {"measured", "theoretical"}, required=bandwidth is not None),
+        bandwidth_kind=t.choice("bandwidth_kind", ("measured", "theoretical"), required=bandwidth is not None),
     )
     t.done()
     return memory
 
 
-def _deploy(t: _Table) -> Deploy:
+def _deploy(t: Table) -> Deploy:
     formats = t.get_list("formats", str, required=True)
     for fmt in formats:
         if fmt not in FORMATS:
-            raise t._fail("formats", f"has unknown format '{fmt}' (known: {', '.join(sorted(FORMATS))})")
+            raise t.fail("formats", f"has unknown format '{fmt}' (known: {', '.join(sorted(FORMATS))})")
     precisions = _precisions(t, "precisions")
     if not precisions:
-        raise t._fail("precisions", "must list at least one precision")
-    default = Precision(t.get_choice("default_precision", Precision, required=True))
+        raise t.fail("precisions", "must list at least one precision")
+    default = Precision(t.choice("default_precision", Precision, required=True))
     if default not in precisions:
-        raise t._fail("default_precision", f"is '{default.value}', which is not in deploy.precisions")
+        raise t.fail("default_precision", f"is '{default.value}', which is not in deploy.precisions")
     deploy = Deploy(
         formats=formats,
         runtimes=t.get_list("runtimes", str, required=True),
@@ -343,9 +270,9 @@ def _deploy(t: _Table) -> Deploy:
     return deploy
 
 
-def _quant_spec(t: _Table) -> QuantSpec:
+def _quant_spec(t: Table) -> QuantSpec:
     spec = QuantSpec(
-        dtype=t.get_choice("dtype", DTYPES, required=True),
+        dtype=str(t.choice("dtype", sorted(DTYPES), required=True)),
         per_channel=t.get("per_channel", bool, default=False),
         symmetric=t.get("symmetric", bool, default=False),
         narrow_range=t.get("narrow_range", bool, default=False),
@@ -354,10 +281,10 @@ def _quant_spec(t: _Table) -> QuantSpec:
     return spec
 
 
-def _quantization(t: _Table) -> QuantRules:
+def _quantization(t: Table) -> QuantRules:
     fixed = []
     for i, item in enumerate(t.get("fixed_outputs", list, default=[])):
-        f = _Table(item, f"{t.where}.fixed_outputs[{i}]", t.path)
+        f = _table(item, f"{t.where}.fixed_outputs[{i}]", t.path)
         fixed.append(
             FixedOutput(
                 op=f.get("op", str, required=True),
@@ -377,13 +304,13 @@ def _quantization(t: _Table) -> QuantRules:
 _OPS_KEYS = {"partitioning", "fallback", "fallback_unit", "source"}
 
 
-def _ops(t: _Table) -> OpSupport:
+def _ops(t: Table) -> OpSupport:
     rules = {}
     for op_type in sorted(set(t.data) - _OPS_KEYS):
         rules[op_type] = _op_rule(op_type, t.sub(op_type))
     support = OpSupport(
-        partitioning=Partitioning(t.get_choice("partitioning", Partitioning, required=True)),
-        fallback=Fallback(t.get_choice("fallback", Fallback, required=True)),
+        partitioning=Partitioning(t.choice("partitioning", Partitioning, required=True)),
+        fallback=Fallback(t.choice("fallback", Fallback, required=True)),
         fallback_unit=t.get("fallback_unit", str, default="CPU"),
         source=t.get("source", str),
         rules=MappingProxyType(rules),
@@ -392,23 +319,23 @@ def _ops(t: _Table) -> OpSupport:
     return support
 
 
-def _op_rule(op_type: str, t: _Table) -> OpRule:
+def _op_rule(op_type: str, t: Table) -> OpRule:
     if not re.match(r"^[A-Z][A-Za-z0-9]*$", op_type):
-        raise t._fail("", "is not an ONNX op type (tables under [ops] are named like Conv, MatMul)")
+        raise t.fail("", "is not an ONNX op type (tables under [ops] are named like Conv, MatMul)")
     perms = t.get("perms", list)
     if perms is not None and not all(isinstance(p, list) and all(isinstance(i, int) for i in p) for p in perms):
-        raise t._fail("perms", "must be a list of integer lists")
+        raise t.fail("perms", "must be a list of integer lists")
     rule = OpRule(
         op_type=op_type,
         precisions=_precisions(t, "precisions") or None,
-        kernel_max=t.get_pair("kernel_max"),
+        kernel_max=t.pair("kernel_max"),
         kernel_area_max=t.get("kernel_area_max", int),
-        stride_max=t.get_pair("stride_max"),
-        dilation_max=t.get_pair("dilation_max"),
+        stride_max=t.pair("stride_max"),
+        dilation_max=t.pair("dilation_max"),
         dilation_equal=t.get("dilation_equal", bool),
         grouped=t.get("grouped", bool),
         max_dims=t.get("max_dims", int),
-        reduce_axes=t.get_choice("reduce_axes", {"spatial"}),
+        reduce_axes=t.choice("reduce_axes", ("spatial",)),
         batch_axis=t.get("batch_axis", bool),
         modes=t.get_list("modes", str) or None,
         constant_weights=t.get("constant_weights", bool),

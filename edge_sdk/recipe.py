@@ -9,7 +9,6 @@ Every value is normalised as x = (pixel * scale - mean) / std, per channel.
 from __future__ import annotations
 
 import math
-import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,11 +20,7 @@ import numpy as np
 
 from edge_sdk.errors import DataError, DependencyError
 from edge_sdk.targets import data_dir
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from edge_sdk.tomltable import Table, read_toml
 
 SCHEMA_VERSION = 1
 LAYOUTS = ("NCHW", "NHWC")
@@ -92,49 +87,8 @@ class Split:
     labels: np.ndarray | None
 
 
-class _Table:
-    """One TOML table: typed reads, and every key not read is an error naming the file."""
-
-    def __init__(self, data: Any, where: str, path: Path):
-        if not isinstance(data, dict):
-            raise DataError(f"{path}: '{where}' must be a table; see calibration/demo.toml")
-        self.data, self.where, self.path = data, where, path
-        self.seen: set[str] = set()
-
-    def fail(self, key: str, what: str) -> DataError:
-        name = f"{self.where}.{key}" if self.where else key
-        return DataError(f"{self.path}: key '{name}' {what}; see calibration/demo.toml")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, *, required: bool = False) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            if required:
-                raise self.fail(key, "is missing")
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise self.fail(key, f"must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
-        return value
-
-    def numbers(self, key: str, default: tuple[float, ...]) -> tuple[float, ...]:
-        values = self.get(key, list, list(default))
-        if not values or any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
-            raise self.fail(key, "must be a non-empty list of numbers")
-        return tuple(float(v) for v in values)
-
-    def choice(
-        self, key: str, choices: tuple[str, ...], default: str | None = None, *, required: bool = False
-    ) -> str | None:
-        value = self.get(key, str, default, required=required)
-        if value is not None and value not in choices:
-            raise self.fail(key, f"is '{value}', expected one of: {', '.join(choices)}")
-        return value
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            raise self.fail(unknown[0], "is not a known key")
+def _table(data: Any, where: str, path: Path) -> Table:
+    return Table(data, where, path, error=DataError, hint="calibration/demo.toml")
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -145,22 +99,17 @@ def load_recipe(path: str | Path) -> Recipe:
     if not file.is_file():
         shipped = ", ".join(sorted(p.stem for p in data_dir("calibration").glob("*.toml")))
         raise DataError(f"calibration recipe '{path}' not found; pass a .toml file or a shipped name ({shipped})")
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"{file}: not valid TOML ({exc}); fix the file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{file}: cannot be read ({exc})") from None
+    data = read_toml(file, DataError)
     return parse_recipe(data, file)
 
 
 def parse_recipe(data: dict, file: Path) -> Recipe:
     """Validate the parsed TOML of one recipe file; split paths are relative to the file."""
-    top = _Table(data, "", file)
+    top = _table(data, "", file)
     schema = top.get("schema", int, required=True)
     if schema != SCHEMA_VERSION:
         raise top.fail("schema", f"is {schema}, but this edge-sdk reads schema {SCHEMA_VERSION}")
-    block = _Table(top.get("data", dict, {}), "data", file)
+    block = _table(top.get("data", dict, {}), "data", file)
     preprocess = top.choice("preprocess", tuple(PREPROCESSINGS))
     norm = _normalisation(top, preprocess)
     recipe = Recipe(
@@ -189,7 +138,7 @@ def parse_recipe(data: dict, file: Path) -> Recipe:
     return recipe
 
 
-def _normalisation(top: _Table, preprocess: str | None) -> tuple[str, float, tuple[float, ...], tuple[float, ...]]:
+def _normalisation(top: Table, preprocess: str | None) -> tuple[str, float, tuple[float, ...], tuple[float, ...]]:
     if preprocess is None:
         order = str(top.choice("channel_order", CHANNEL_ORDERS, "rgb"))
         scale = float(top.get("scale", (int, float), 1.0))
@@ -201,8 +150,8 @@ def _normalisation(top: _Table, preprocess: str | None) -> tuple[str, float, tup
     return "rgb", named.scale, named.mean, named.std
 
 
-def _splits(top: _Table, file: Path) -> dict[str, Path]:
-    table = _Table(top.get("splits", dict, required=True), "splits", file)
+def _splits(top: Table, file: Path) -> dict[str, Path]:
+    table = _table(top.get("splits", dict, required=True), "splits", file)
     if not table.data:
         raise DataError(f"{file}: [splits] names no split; add one, e.g. calibration = 'data/calib.npz'")
     splits = {key: file.parent / table.get(key, str) for key in table.data}
@@ -214,7 +163,7 @@ def _splits(top: _Table, file: Path) -> dict[str, Path]:
     return splits
 
 
-def _crop(top: _Table) -> tuple[int, int] | None:
+def _crop(top: Table) -> tuple[int, int] | None:
     values = top.get("crop", list)
     if values is None:
         return None
@@ -223,7 +172,7 @@ def _crop(top: _Table) -> tuple[int, int] | None:
     return (values[0], values[1])
 
 
-def _check_numbers(recipe: Recipe, top: _Table, block: _Table) -> None:
+def _check_numbers(recipe: Recipe, top: Table, block: Table) -> None:
     if any(s == 0 for s in recipe.std):
         raise top.fail("std", "has a zero; every std must be non-zero")
     if len(recipe.mean) != len(recipe.std):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import sys
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -18,11 +17,7 @@ from pathlib import Path
 from edge_sdk.errors import TargetError
 from edge_sdk.hostinfo import read_host_info
 from edge_sdk.profile import TargetProfile, parse_profile
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from edge_sdk.tomltable import read_toml
 
 ENV_VAR = "EDGE_SDK_TARGETS"
 
@@ -50,12 +45,7 @@ def _search_dirs(targets_dirs: Sequence[str | Path]) -> list[tuple[Path, bool]]:
 
 @cache
 def _load_file(path: Path, builtin: bool, mtime_ns: int) -> TargetProfile:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise TargetError(f"{path}: not valid TOML ({exc}); fix the file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TargetError(f"{path}: cannot be read ({exc})") from None
+    data = read_toml(path, TargetError)
     profile = parse_profile(data, path, builtin=builtin)
     return _fill_detected(profile) if profile.detect else profile
 

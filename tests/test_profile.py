@@ -36,7 +36,7 @@ def test_minimal_profile_parses(tmp_path):
             lambda t: t.replace("sram_kb = 512", 'sram_kb = "big"'),
             "key 'memory.sram_kb' must be an integer or a number, got str",
         ),
-        (lambda t: t.replace('kind = "npu"', 'kind = "tpu"'), "key 'kind' is 'tpu', expected one of: cpu, gpu, npu"),
+        (lambda t: t.replace('kind = "npu"', 'kind = "tpu"'), "key 'kind' is 'tpu', expected one of: cpu, npu, gpu"),
         (
             lambda t: t.replace('default_precision = "int8"', 'default_precision = "fp16"'),
             "key 'deploy.default_precision' is 'fp16', which is not in deploy.precisions",

@@ -66,7 +66,7 @@ def test_preprocess_sets_the_normalisation(tmp_path):
         ({"top": "crop = [224]"}, "key 'crop' must be two positive integers"),
         ({"top": "resize = 100\ncrop = [224, 224]"}, "key 'resize' is 100, smaller than the crop"),
         ({"top": "std = [0.0]"}, "key 'std' has a zero"),
-        ({"top": "scale = 'big'"}, "key 'scale' must be int or float"),
+        ({"top": "scale = 'big'"}, "key 'scale' must be an integer or a number"),
         ({"top": "channel_order = 'cmyk'"}, "key 'channel_order' is 'cmyk', expected one of: rgb, bgr, gray"),
         ({"splits": "evaluation = 'eval.npz'"}, r"key 'splits.evaluation' points at .*eval.npz, which does not exist"),
         ({"splits": "notes = 'calib.txt'"}, "does not exist"),
