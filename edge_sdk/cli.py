@@ -18,6 +18,7 @@ from edge_sdk import __version__, render
 from edge_sdk.engines import EngineName
 from edge_sdk.errors import EdgeSdkError, UsageError
 from edge_sdk.profile import Precision
+from edge_sdk.quantize import Rounding
 from edge_sdk.serialize import to_jsonable
 
 app = typer.Typer(
@@ -128,6 +129,9 @@ def quantize_cmd(
     engine: Annotated[EngineName, typer.Option(help="Quantization engine; auto runs all and keeps the best.")] = (
         EngineName.AUTO
     ),
+    rounding: Annotated[
+        Rounding, typer.Option(help="Weight pre-pass: nearest, bias-correct or gptq (best, slowest).")
+    ] = (Rounding.BIAS_CORRECT),
     data: Annotated[str | None, typer.Option("--data", help="Evaluation data (same forms as --calib).")] = None,
     preprocess: Annotated[str | None, typer.Option(help="Preprocessing for image folders (e.g. imagenet).")] = None,
     max_drop: Annotated[float | None, typer.Option(help="Accuracy budget in metric points.")] = None,
@@ -147,6 +151,7 @@ def quantize_cmd(
             calib,
             precision=precision,
             engine=engine,
+            rounding=rounding,
             evaluation=data,
             preprocess=preprocess,
             max_drop=max_drop,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from edge_sdk.engines import ENGINES, Engine, EngineName
 from edge_sdk.errors import QuantizeError, UsageError
 from edge_sdk.fallback import Budget, FallbackReport, rank_layers, search
 from edge_sdk.model import Model, load_model
-from edge_sdk.plan import QuantPlan, plan
+from edge_sdk.plan import STATIC_PRECISIONS, QuantPlan, plan
+from edge_sdk.prepass import correct_bias, round_weights
 from edge_sdk.profile import Precision, TargetProfile
 from edge_sdk.qdq import remove_redundant_activations, unfused_compute_nodes
 from edge_sdk.rewrite import div_to_mul
@@ -31,6 +33,23 @@ from edge_sdk.verify import Fidelity, verify
 Stage = Callable[[str], None]
 RANKING_SAMPLES = 32  # per-layer errors for the fallback ranking: enough to order layers
 HOLDOUT_FRACTION, HOLDOUT_MIN = 0.2, 16  # calibration samples held out to choose the engine
+BIAS_SAMPLES = 64  # calibration samples whose means drive bias correction
+
+
+class Rounding(str, Enum):
+    """How weights meet the int8 grid before the engine quantizes them (edge_sdk.prepass)."""
+
+    NEAREST = "nearest"  # the engine's own round-to-nearest
+    BIAS_CORRECT = "bias-correct"  # nearest, with each bias corrected for the mean shift it causes
+    GPTQ = "gptq"  # GPTQ rounding plus bias correction: best fidelity, slowest
+
+
+@dataclass(frozen=True)
+class _Job:
+    reference: Model  # the float model every result is judged against
+    prepared: Model  # what the engines quantize: the reference after the weight pre-pass
+    calib: CalibrationData
+    selection: CalibrationData
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,7 @@ class QuantizeResult:
     candidates: tuple[Candidate, ...]
     selected_on: str
     calibration: str
+    prepass: str | None
     fallback: FallbackReport | None
     speed: tuple[Speed, ...]
     warnings: tuple[str, ...]
@@ -74,6 +94,7 @@ def quantize(
     *,
     precision: Precision | None = None,
     engine: EngineName = EngineName.AUTO,
+    rounding: Rounding = Rounding.BIAS_CORRECT,
     evaluation: Any = None,
     preprocess: str | None = None,
     max_drop: float | None = None,
@@ -101,10 +122,13 @@ def quantize(
     calib, selection, selected_on = _selection_data(evaluation, calib, loaded, preprocess, len(engines))
     if budget is not None and budget.max_drop is not None and not _is_classifier(loaded):
         raise UsageError("--max-drop needs a classifier output (N, C); use --min-sqnr for this model")
+    stage(f"weight pre-pass: {Rounding(rounding).value}")
+    prepared, prepass = _prepare(loaded, calib, the_plan, Rounding(rounding))
+    job = _Job(reference=loaded, prepared=prepared, calib=calib, selection=selection)
     candidates, protos = [], {}
     for item in engines:
         stage(f"quantizing with {item.name.value}")
-        candidate, proto = _run_engine(item, loaded, the_plan, calib, selection)
+        candidate, proto = _run_engine(item, job, the_plan)
         candidates.append(candidate)
         protos[item.name] = proto
     best = max(candidates, key=lambda c: _score(c.fidelity))
@@ -114,9 +138,7 @@ def quantize(
     final_plan, proto, fidelity, report = the_plan, protos[best.engine], best.fidelity, None
     if budget is not None:
         stage("accuracy fallback")
-        final_plan, proto, fidelity, report = _fallback(
-            ENGINES[best.engine], loaded, the_plan, calib, selection, budget, fidelity
-        )
+        final_plan, proto, fidelity, report = _fallback(ENGINES[best.engine], job, the_plan, budget, fidelity)
     stage("timing float and quantized models")
     speed = _speed(loaded, proto, calib, speed_threads)
     warnings += _speed_warnings(speed, proto, final_plan)
@@ -127,6 +149,7 @@ def quantize(
         candidates=tuple(candidates),
         selected_on=selected_on,
         calibration=calib.source,
+        prepass=prepass,
         fallback=report,
         speed=tuple(speed),
         warnings=tuple(warnings),
@@ -173,14 +196,23 @@ def _is_classifier(model: Model) -> bool:
     return len(shape) == 2 and shape[1] >= 2
 
 
-def _run_engine(
-    engine: Engine, model: Model, the_plan: QuantPlan, calib: CalibrationData, selection: CalibrationData
-) -> tuple[Candidate, onnx.ModelProto]:
+def _prepare(model: Model, calib: CalibrationData, the_plan: QuantPlan, rounding: Rounding) -> tuple[Model, str | None]:
+    if rounding is Rounding.NEAREST or the_plan.precision not in STATIC_PRECISIONS:
+        return model, None
+    grid = {"per_channel": the_plan.weights.per_channel, "narrow_range": the_plan.weights.narrow_range}
+    if rounding is Rounding.GPTQ:
+        prepared, report = round_weights(model, list(calib), **grid)
+    else:  # means settle within tens of samples; more only costs time
+        prepared, report = correct_bias(model, list(calib.take(BIAS_SAMPLES)), **grid)
+    return prepared, report.detail
+
+
+def _run_engine(engine: Engine, job: _Job, the_plan: QuantPlan) -> tuple[Candidate, onnx.ModelProto]:
     start = time.perf_counter()
-    proto = engine.quantize(model, the_plan, list(calib))
+    proto = engine.quantize(job.prepared, the_plan, list(job.calib))
     proto, removed = remove_redundant_activations(proto)
     seconds = time.perf_counter() - start
-    fidelity = verify(proto, model, selection, labels=selection.labels)
+    fidelity = verify(proto, job.reference, job.selection, labels=job.selection.labels)
     return Candidate(engine.name, fidelity, seconds, removed, len(unfused_compute_nodes(proto))), proto
 
 
@@ -202,27 +234,21 @@ def _summary(fidelity: Fidelity) -> str:
 
 
 def _fallback(
-    engine: Engine,
-    model: Model,
-    the_plan: QuantPlan,
-    calib: CalibrationData,
-    selection: CalibrationData,
-    budget: Budget,
-    fidelity: Fidelity,
+    engine: Engine, job: _Job, the_plan: QuantPlan, budget: Budget, fidelity: Fidelity
 ) -> tuple[QuantPlan, onnx.ModelProto, Fidelity, FallbackReport]:
-    current = engine.quantize(model, the_plan, list(calib))
+    def quantized(the: QuantPlan) -> onnx.ModelProto:
+        return remove_redundant_activations(engine.quantize(job.prepared, the, list(job.calib)))[0]
+
+    current = quantized(the_plan)
     if budget.holds(fidelity):
-        report = FallbackReport(budget.describe(), True, 0, (), (), 0)
-        return the_plan, remove_redundant_activations(current)[0], fidelity, report
-    probe = selection.take(RANKING_SAMPLES)
-    layers = verify(remove_redundant_activations(current)[0], model, probe, per_layer=True)
-    ranked = rank_layers(model, layers, {f.node for f in the_plan.float_nodes})
+        return the_plan, current, fidelity, FallbackReport(budget.describe(), True, 0, (), (), 0)
+    layers = verify(current, job.reference, job.selection.take(RANKING_SAMPLES), per_layer=True)
+    ranked = rank_layers(job.reference, layers, {f.node for f in the_plan.float_nodes})
     protos: dict[int, onnx.ModelProto] = {}
 
     def attempt(nodes) -> Fidelity:
-        proto = remove_redundant_activations(engine.quantize(model, the_plan.with_float(nodes), list(calib)))[0]
-        protos[len(nodes)] = proto
-        return verify(proto, model, selection, labels=selection.labels)
+        protos[len(nodes)] = quantized(the_plan.with_float(nodes))
+        return verify(protos[len(nodes)], job.reference, job.selection, labels=job.selection.labels)
 
     count, steps, found = search(ranked, budget, attempt)
     if found is None:
@@ -232,7 +258,8 @@ def _fallback(
             f"{reached}; relax the budget or use --precision fp16"
         )
     kept = [node for group in ranked[:count] for node in group]
-    report = FallbackReport(budget.describe(), True, count, tuple(kept), tuple(steps), _extra_bytes(model, kept))
+    extra = _extra_bytes(job.reference, kept)
+    report = FallbackReport(budget.describe(), True, count, tuple(kept), tuple(steps), extra)
     return the_plan.with_float(kept), protos[len(kept)], found, report
 
 
@@ -283,6 +310,7 @@ def _write(result: QuantizeResult, model: Model, profile: TargetProfile, output:
         "candidates": [{"engine": c.engine, "fidelity": c.fidelity.to_dict()} for c in result.candidates],
         "selected_on": result.selected_on,
         "calibration": result.calibration,
+        "prepass": result.prepass,
         "fallback": result.fallback,
     }
     artifact = write_artifact(path, model_bytes(result.model), manifest)
