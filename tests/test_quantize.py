@@ -27,7 +27,9 @@ def test_auto_runs_both_engines_and_keeps_the_better(demo_result):
     result, _ = demo_result
     engines = {c.engine for c in result.candidates}
     assert engines == {EngineName.ONNXRUNTIME, EngineName.NNCF}
-    best = max(result.candidates, key=lambda c: (round(c.fidelity.worst_sqnr_db, 2), c.fidelity.outputs[0].accuracy_quant))
+    best = max(
+        result.candidates, key=lambda c: (round(c.fidelity.worst_sqnr_db, 2), c.fidelity.outputs[0].accuracy_quant)
+    )
     assert result.engine is best.engine
     assert any(w.startswith(f"kept {best.engine.value}") for w in result.warnings)
 
@@ -149,3 +151,25 @@ def test_hexagon_uses_the_qnn_qdq_rules_and_only_onnxruntime():
     types = {i.name: i.data_type for i in result.model.graph.initializer if i.name.endswith("zero_point")}
     assert types["input_zero_point"] == onnx.TensorProto.UINT8
     assert {t for name, t in types.items() if "_weight_" in name} == {onnx.TensorProto.INT8}
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "bias-correct", "gptq"])
+def test_weight_rounding_modes(tmp_path, rounding):
+    result = quantize(
+        DEMO_MODEL,
+        "rpi5",
+        "demo",
+        engine="onnxruntime",
+        rounding=rounding,
+        evaluation="demo",
+        output=tmp_path,
+        speed_threads=(),
+    )
+    manifest = json.loads(result.artifact.manifest_path.read_text())
+    if rounding == "nearest":
+        assert result.prepass is None and manifest["prepass"] is None
+    else:
+        assert result.prepass.startswith("bias correction" if rounding == "bias-correct" else "weight rounding")
+        assert manifest["prepass"] == result.prepass
+    out = result.fidelity.outputs[0]
+    assert out.accuracy_float - out.accuracy_quant <= 0.005 and result.fidelity.worst_sqnr_db > 30
