@@ -118,7 +118,11 @@ def quantize(
     budget = Budget(max_drop, min_sqnr_db) if max_drop is not None or min_sqnr_db is not None else None
     stage("loading calibration data")
     calib = load_calibration(calibration, loaded, preprocess=preprocess, progress=on_progress)
-    warnings = check_calibration(calib, loaded, recommended=max(e.recommended_samples for e in engines))
+    warnings = check_calibration(calib, loaded)
+    short = [e for e in engines if len(calib) < e.recommended_samples]
+    if short:
+        wants = ", ".join(f"{e.name.value} recommends {e.recommended_samples}" for e in short)
+        warnings.append(f"only {len(calib)} calibration samples ({wants}); more give steadier ranges")
     calib, selection, selected_on = _selection_data(evaluation, calib, loaded, preprocess, len(engines))
     if budget is not None and budget.max_drop is not None and not _is_classifier(loaded):
         raise UsageError("--max-drop needs a classifier output (N, C); use --min-sqnr for this model")

@@ -127,7 +127,7 @@ def test_too_few_samples_warns(tmp_path):
     rng = np.random.default_rng(0)
     path = _bad_npz(tmp_path, rng.standard_normal((8, 1, 1, 28, 28)).astype(np.float32))
     result = quantize(DEMO_MODEL, "rpi5", path, engine="onnxruntime", speed_threads=())
-    assert any("only 8 calibration samples" in w for w in result.warnings)
+    assert any("only 8 calibration samples (onnxruntime recommends 100)" in w for w in result.warnings)
 
 
 def test_engine_that_cannot_serve_the_plan():
