@@ -126,8 +126,8 @@ def quantize_cmd(
     calib: Annotated[str, typer.Option("--calib", help="Recipe .toml (or 'demo'), image folder, .npz/.npy.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output directory or .onnx path.")],
     precision: Annotated[Precision | None, typer.Option(help="Precision (default: the target's).")] = None,
-    engine: Annotated[EngineName, typer.Option(help="Quantization engine; auto runs all and keeps the best.")] = (
-        EngineName.AUTO
+    engine: Annotated[EngineName, typer.Option(help="onnxruntime (default), nncf, or auto: both, keep the better.")] = (
+        EngineName.ONNXRUNTIME
     ),
     rounding: Annotated[
         Rounding, typer.Option(help="Weight pre-pass: nearest, bias-correct or gptq (best, slowest).")

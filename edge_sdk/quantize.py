@@ -33,7 +33,8 @@ from edge_sdk.verify import Fidelity, verify
 Stage = Callable[[str], None]
 RANKING_SAMPLES = 32  # per-layer errors for the fallback ranking: enough to order layers
 HOLDOUT_FRACTION, HOLDOUT_MIN = 0.2, 16  # calibration samples held out to choose the engine
-BIAS_SAMPLES = 64  # calibration samples whose means drive bias correction
+BIAS_SAMPLES = 16  # calibration samples whose means drive bias correction (they settle by then)
+VERIFY_SAMPLES = 32  # without evaluation data, the result is checked on this many calibration samples
 
 
 class Rounding(str, Enum):
@@ -93,7 +94,7 @@ def quantize(
     calibration: Any,
     *,
     precision: Precision | None = None,
-    engine: EngineName = EngineName.AUTO,
+    engine: EngineName = EngineName.ONNXRUNTIME,
     rounding: Rounding = Rounding.BIAS_CORRECT,
     evaluation: Any = None,
     preprocess: str | None = None,
@@ -188,7 +189,8 @@ def _selection_data(
         return calib, data, f"the evaluation data ({len(data)} samples)"
     held = max(HOLDOUT_MIN, round(len(calib) * HOLDOUT_FRACTION))
     if engines < 2 or len(calib) - held < HOLDOUT_MIN:
-        return calib, calib, f"the calibration data ({len(calib)} samples; pass evaluation data for an unbiased check)"
+        check = calib.take(VERIFY_SAMPLES)
+        return calib, check, f"{len(check)} calibration samples (pass evaluation data for an unbiased check)"
     kept = len(calib) - held
     labels = calib.labels[kept:] if calib.labels is not None else None
     selection = CalibrationData(samples=calib.samples[kept:], labels=labels, source=f"{calib.source}, last {held}")

@@ -20,7 +20,7 @@ from edge_sdk.verify import verify
 @pytest.fixture(scope="module")
 def demo_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("q")
-    return quantize(DEMO_MODEL, "rpi5", "demo", evaluation="demo", output=out, speed_threads=(1,)), out
+    return quantize(DEMO_MODEL, "rpi5", "demo", engine="auto", evaluation="demo", output=out, speed_threads=(1,)), out
 
 
 def test_auto_runs_both_engines_and_keeps_the_better(demo_result):
