@@ -33,8 +33,8 @@ from edge_sdk.verify import Fidelity, verify
 Stage = Callable[[str], None]
 RANKING_SAMPLES = 32  # per-layer errors for the fallback ranking: enough to order layers
 HOLDOUT_FRACTION, HOLDOUT_MIN = 0.2, 16  # calibration samples held out to choose the engine
-BIAS_SAMPLES = 16  # calibration samples whose means drive bias correction (they settle by then)
-VERIFY_SAMPLES = 32  # without evaluation data, the result is checked on this many calibration samples
+BIAS_SAMPLES = 8  # calibration samples whose means drive bias correction (conv means average H x W x N values)
+VERIFY_SAMPLES = 16  # without evaluation data, the result is checked on this many calibration samples
 
 
 class Rounding(str, Enum):
