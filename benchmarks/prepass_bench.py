@@ -38,6 +38,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from baselines import ort_quantize_static
 from models import efficientnet_lite0_onnx
 from photos import crops, imagenet_nchw
 
@@ -77,34 +78,10 @@ ENGINES: dict[str, tuple[str, ...]] = {
 
 
 def ort_int8(proto: onnx.ModelProto, data: Samples, *, per_channel: bool) -> onnx.ModelProto:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(data)
-
-        def get_next(self):
-            return next(self.items, None)
-
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, source)
-        quantize_static(
-            str(source),
-            str(target),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
+        ort_quantize_static(source, target, data, per_channel=per_channel)
         return onnx.load(str(target))
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from baselines import ort_quantize_static
 from models import CACHE, efficientnet_lite0_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,36 +155,11 @@ def _samples(x: np.ndarray, name: str) -> list[dict[str, np.ndarray]]:
 
 def _quantize_ort(model, samples: list[dict], out: Path) -> dict:
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(samples)
-
-        def get_next(self):
-            return next(self.it, None)
 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "float.onnx"
         onnx.save(model.proto, source)
-        start = time.perf_counter()
-        quantize_static(
-            source,
-            out,
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-        return {"seconds": time.perf_counter() - start}
+        return {"seconds": ort_quantize_static(source, out, samples, per_channel=True)}
 
 
 def _quantize_nncf(model, samples: list[dict], out: Path) -> dict:
