@@ -43,8 +43,9 @@ from models import efficientnet_lite0_onnx
 from photos import crops, imagenet_nchw
 
 from edge_sdk.demo import DEMO_MODEL
+from edge_sdk.equalize import equalize
 from edge_sdk.model import Model, load_model
-from edge_sdk.prepass import correct_bias, equalize, round_weights
+from edge_sdk.prepass import correct_bias, round_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 Samples = list[dict[str, np.ndarray]]

@@ -13,9 +13,10 @@ from conftest import const, make_model
 from onnx import helper, numpy_helper
 
 from edge_sdk import prepass
+from edge_sdk.equalize import equalize
 from edge_sdk.errors import DataError
 from edge_sdk.model import Model, load_model
-from edge_sdk.prepass import correct_bias, equalize, round_weights
+from edge_sdk.prepass import correct_bias, round_weights
 
 
 def spread_rows(rng: np.random.Generator, shape: tuple[int, ...], axis: int = 0) -> np.ndarray:
