@@ -48,3 +48,21 @@ class QuantizeError(EdgeSdkError):
     """Quantization cannot proceed: an unsupported precision, an already quantized model, an engine failure."""
 
     exit_code = 7
+
+
+class ExportError(EdgeSdkError):
+    """A model cannot be lowered to the requested format: an unsupported op or attribute value."""
+
+    exit_code = 8
+
+
+class DeviceError(EdgeSdkError):
+    """A device cannot be reached or cannot run the model: network, authentication, host key, runtime."""
+
+    exit_code = 9
+
+
+class StoreError(EdgeSdkError):
+    """The results store cannot be opened or written: locked, corrupt or not writable."""
+
+    exit_code = 10
