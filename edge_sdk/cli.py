@@ -169,6 +169,62 @@ def quantize_cmd(
         out.print(render.quantization(result))
 
 
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path | None, typer.Argument(help="The float .onnx model.")] = None,
+    target: Annotated[str | None, typer.Option("--target", "-t", help="Target id (a TFLite target).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output .tflite path or directory.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output format: tflite.")] = "tflite",
+    precision: Annotated[Precision | None, typer.Option(help="Precision (default: the target's).")] = None,
+    calib: Annotated[str | None, typer.Option("--calib", help="Calibration data (int8, int16x8).")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Evaluation data for the LiteRT check.")] = None,
+    preprocess: Annotated[str | None, typer.Option(help="Preprocessing for image folders (e.g. imagenet).")] = None,
+    rounding: Annotated[Rounding, typer.Option(help="Weight pre-pass: nearest, bias-correct or gptq.")] = (
+        Rounding.BIAS_CORRECT
+    ),
+    nchw_io: Annotated[bool, typer.Option("--nchw-io", help="Keep the ONNX model's NCHW inputs/outputs.")] = False,
+    io: Annotated[str | None, typer.Option("--io", help="int8 or float I/O (default: int8 for NPUs).")] = None,
+    list_ops: Annotated[bool, typer.Option("--list-ops", help="List the ONNX ops the lowering converts.")] = False,
+    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224.")] = None,
+    json_out: JsonOpt = False,
+    targets_dir: TargetsDirOpt = None,
+) -> None:
+    """Lower to TFLite without TensorFlow (fp32, fp16, int8, int16x8, dynamic-int8), verify in LiteRT, write."""
+    from edge_sdk.lower.lower import supported_ops
+
+    if list_ops:
+        _emit_json(supported_ops()) if json_out else out.print(", ".join(supported_ops()))
+        return
+    if model is None or target is None or output is None:
+        raise UsageError("export needs MODEL, --target and -o (or --list-ops)")
+    if fmt != "tflite":
+        raise UsageError(f"--format {fmt} is not an export format; use tflite (`edge-sdk quantize` writes QDQ ONNX)")
+    if io not in (None, "int8", "float"):
+        raise UsageError(f"--io {io}: use int8 or float")
+    from edge_sdk.export import export_tflite
+
+    with _stage_display(enabled=not json_out) as (stage, _):
+        result = export_tflite(
+            model,
+            target,
+            precision=precision,
+            calibration=calib,
+            preprocess=preprocess,
+            evaluation=data,
+            rounding=rounding,
+            nchw_io=nchw_io,
+            int8_io=None if io is None else io == "int8",
+            output=output,
+            input_shapes=parse_input_shapes(input_shape),
+            targets_dirs=targets_dir or (),
+            on_stage=stage,
+        )
+    if json_out:
+        _emit_json(result.to_dict())
+    else:
+        out.print(render.export(result))
+
+
 @app.command("verify")
 def verify_cmd(
     quantized: Annotated[Path, typer.Argument(help="The quantized .onnx model.")],

@@ -323,3 +323,47 @@ def _candidates(result) -> Table:
             str(c.unfused_nodes),
         )
     return table
+
+
+def export(result) -> Group:
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("target", f"{result.target} at {result.precision.value}")
+    head.add_row("I/O", f"{'NHWC' if result.nhwc_io else 'NCHW'}, {result.io_dtype}")
+    ops = ", ".join(f"{name} {n}" for name, n in result.op_counts.items())
+    head.add_row("ops", Text(ops))
+    head.add_row("layout transposes", str(result.layout_transposes))
+    head.add_row("weights pre-pass", Text(result.prepass or "none"))
+    head.add_row("verified on", Text(result.verified_on))
+    head.add_row("took", f"{result.seconds:.1f} s")
+    if result.artifact is not None:
+        head.add_row("wrote", Text(f"{result.artifact.path} (+ .json manifest), {size(result.artifact.size_bytes)}"))
+    parts: list = [head, _fidelity_table(result.fidelity, "LiteRT against the float ONNX model")]
+    if result.speed:
+        speed = Table(title="LiteRT (XNNPACK) on this host, median ms")
+        for column in ("threads", "float", "exported", "speed-up"):
+            speed.add_column(column, justify="right")
+        for s in result.speed:
+            speed.add_row(
+                str(s.threads), f"{s.float_ms:.3f}", f"{s.quantized_ms:.3f}", f"{s.float_ms / s.quantized_ms:.2f}x"
+            )
+        parts.append(speed)
+    if result.xnnpack is not None:
+        parts.append(Text(result.xnnpack.text))
+    if result.vela is not None:
+        parts.append(_vela_table(result.vela))
+    for warning in result.warnings:
+        parts.append(Text(f"note: {warning}", style="yellow"))
+    return Group(*parts)
+
+
+def _vela_table(vela) -> Table:
+    table = Table(title=f"Vela {vela.vela_version}: {vela.accelerator}, {vela.system_config}, {vela.memory_mode}")
+    for column in ("estimated time", "NPU ops", "CPU ops", "SRAM"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{vela.inference_time_ms:.3f} ms", str(vela.npu_ops), str(vela.cpu_ops), size(vela.sram_bytes))
+    for op in vela.ops:
+        if op.placement.value == "CPU":
+            table.add_row(Text(f"CPU: {op.name} ({op.op_type}) {op.reason or ''}"), "", "", "")
+    return table

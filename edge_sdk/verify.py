@@ -119,6 +119,25 @@ def verify(
     return Fidelity(samples, results, _layer_errors(f_proto, layers))
 
 
+def compare_runs(
+    outputs: Sequence[str],
+    runs: Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
+    *,
+    labels: np.ndarray | None = None,
+) -> Fidelity:
+    """The fidelity table from (reference outputs, candidate outputs) pairs, whatever ran them (LiteRT
+    for an exported .tflite, say); outputs are matched by name and compared in the reference's layout."""
+    stats = {name: _OutputStats() for name in outputs}
+    samples = 0
+    for reference, candidate in runs:
+        for name, tensor_stats in stats.items():
+            tensor_stats.add(reference[name], candidate[name])
+        samples += 1
+    if samples == 0:
+        raise DataError("verification got no samples; pass at least one")
+    return Fidelity(samples, tuple(s.result(name, labels) for name, s in stats.items()), ())
+
+
 def run_outputs(
     model: onnx.ModelProto | bytes,
     data: Iterable[Mapping[str, np.ndarray]],
