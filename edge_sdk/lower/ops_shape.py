@@ -50,7 +50,9 @@ def convert_transpose(ctx: Lowering, node: onnx.NodeProto) -> None:
     perm = ints(node, "perm", list(reversed(range(rank))))
     shape = ctx.shape(node.output[0])
     in_order = list(TO_NHWC) if x.nhwc else list(range(rank))
-    candidates = [True, False] if rank == 4 else [False]
+    # an identity in either layout costs nothing; otherwise keep the input's layout, so a transformer's
+    # head transposes stay in ONNX order and a CNN's stay channels-last
+    candidates = [x.nhwc, not x.nhwc] if rank == 4 else [False]
     best = None
     for out_nhwc in candidates:
         out_order = TO_NHWC if out_nhwc else tuple(range(rank))
