@@ -193,3 +193,10 @@ def test_cli_export_json_and_list_ops(tmp_path: Path):
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "needs calibration data" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_supported_ops_document_is_generated_from_the_registry():
+    from edge_sdk.lower.ops_doc import supported_ops_markdown
+
+    committed = Path(__file__).parents[1] / "docs" / "tflite_ops.md"
+    assert committed.read_text() == supported_ops_markdown(), "run: python -m edge_sdk.lower.ops_doc > docs/tflite_ops.md"

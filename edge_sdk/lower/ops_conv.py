@@ -60,6 +60,8 @@ def pad_nhwc(ctx: Lowering, source: int, pads: list[int], value: float = 0.0) ->
 
 
 def convert_conv(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """CONV_2D; DEPTHWISE_CONV_2D when group == channels; SPLIT + CONV_2D per group + CONCATENATION when grouped. 2-D
+    only, constant weights; pads become SAME/VALID or a PAD in front; Relu/Relu6 fused."""
     weight = ctx.require_const(node.input[1], "weight").astype(np.float32)
     if weight.ndim != 4:
         ctx.fail(f"only 2-D convolutions are supported (weight of rank {weight.ndim})")
@@ -113,6 +115,8 @@ def _grouped_conv(ctx: Lowering, x: int, weight: np.ndarray, bias: np.ndarray, g
 
 
 def convert_conv_transpose(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """TRANSPOSE_CONV (VALID, with bias), then SLICE for the pads. 2-D, ungrouped, undilated, constant weights;
+    output_padding at most the end pads."""
     weight = ctx.require_const(node.input[1], "weight").astype(np.float32)
     if weight.ndim != 4 or attr(node, "group", 1) != 1:
         ctx.fail("only 2-D, ungrouped transposed convolutions are supported")
@@ -163,6 +167,8 @@ def _transpose_crop(node: onnx.NodeProto, full: tuple[int, ...], target: tuple[i
 
 
 def convert_gemm(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """FULLY_CONNECTED with alpha folded into the weights and beta into the bias. Constant B, transA = 0, C a vector
+    or scalar."""
     b = ctx.require_const(node.input[1], "B (weight)").astype(np.float32)
     if attr(node, "transA", 0):
         ctx.fail("transA=1 is not supported")
@@ -176,6 +182,7 @@ def convert_gemm(ctx: Lowering, node: onnx.NodeProto) -> None:
 
 
 def convert_matmul(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """FULLY_CONNECTED (keep_num_dims) when B is a constant matrix; BATCH_MATMUL otherwise (broadcasting batch dims)."""
     b = ctx.const(node.input[1])
     if b is not None and b.ndim == 2:
         weight = b.astype(np.float32).T

@@ -72,6 +72,8 @@ def operand(ctx: Lowering, name: str, rank: int, nhwc: bool) -> int:
 
 
 def convert_binary(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM with broadcasting; constants laid out NHWC once; division by a
+    constant becomes MUL; Relu/Relu6 fused into ADD/SUB/MUL/DIV."""
     code, kind = _BINARY[node.op_type]
     divisor = ctx.const(node.input[1]) if node.op_type == "Div" and node.input[1] not in ctx.values else None
     if divisor is not None and divisor.dtype.kind == "f" and np.all(divisor != 0):
@@ -97,6 +99,8 @@ def convert_binary(ctx: Lowering, node: onnx.NodeProto) -> None:
 
 
 def convert_unary(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """The TFLite op of the same meaning (RELU, LOGISTIC, TANH, EXP, LOG, SQRT, ABS, NEG, SIN, COS, FLOOR, CEIL,
+    SIGN)."""
     code, kind = _UNARY[node.op_type]
     x = ctx.value(node.input[0])
     out = ctx.output(node.output[0], x.shape, nhwc=x.nhwc)
@@ -104,6 +108,7 @@ def convert_unary(ctx: Lowering, node: onnx.NodeProto) -> None:
 
 
 def convert_reciprocal(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """DIV of 1 by x."""
     x = ctx.value(node.input[0])
     out = ctx.output(node.output[0], x.shape, nhwc=x.nhwc)
     one = ctx.constant("one", np.asarray(1.0, np.float32))
@@ -126,6 +131,8 @@ def activation_of(low: float, high: float) -> int | None:
 
 
 def convert_clip(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """RELU6, RELU, RELU_N1_TO_1 or RELU_0_TO_1 for those bounds (or fused into the producer), else MAXIMUM and
+    MINIMUM. Constant bounds."""
     low, high = clip_bounds(ctx, node)
     x = ctx.value(node.input[0])
     out = ctx.output(node.output[0], x.shape, nhwc=x.nhwc)
@@ -143,12 +150,14 @@ def convert_clip(ctx: Lowering, node: onnx.NodeProto) -> None:
 
 
 def convert_leaky_relu(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """LEAKY_RELU."""
     x = ctx.value(node.input[0])
     out = ctx.output(node.output[0], x.shape, nhwc=x.nhwc)
     ctx.op(Op.LEAKY_RELU, [x.index], [out], options("LeakyReluOptions", alpha=float(attr(node, "alpha", 0.01))))
 
 
 def convert_prelu(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """PRELU with the slope laid out NHWC."""
     x = ctx.value(node.input[0])
     slope = operand(ctx, node.input[1], len(x.shape), x.nhwc)
     out = ctx.output(node.output[0], x.shape, nhwc=x.nhwc)
@@ -185,16 +194,20 @@ def hard_swish(ctx: Lowering, source: str, output: str) -> None:
 
 
 def convert_hard_swish(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """HARD_SWISH (ADD+RELU6, MUL, MUL for int8 models); x*HardSigmoid(x) and x*Clip(x+3,0,6)/6 patterns too."""
     hard_swish(ctx, node.input[0], node.output[0])
 
 
 def convert_gelu(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """GELU, exact or tanh-approximate as the attribute says (opset 20)."""
     x = ctx.value(node.input[0])
     out = ctx.output(node.output[0], x.shape, nhwc=x.nhwc)
     ctx.op(Op.GELU, [x.index], [out], options("GeluOptions", approximate=attr(node, "approximate", "none") == "tanh"))
 
 
 def convert_softmax(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """SOFTMAX over the last stored axis (the channel axis of a feature map); other axes only where a layout makes
+    them last."""
     x = ctx.value(node.input[0])
     rank = len(x.shape)
     axis = attr(node, "axis", -1 if ctx.opset >= 13 else 1) % rank
@@ -215,6 +228,7 @@ def convert_softmax(ctx: Lowering, node: onnx.NodeProto) -> None:
 
 
 def convert_cast(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """CAST; int64 becomes int32."""
     x = ctx.value(node.input[0])
     to = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(attr(node, "to")))
     to = np.dtype(np.int32) if to == np.int64 else to
@@ -223,6 +237,7 @@ def convert_cast(ctx: Lowering, node: onnx.NodeProto) -> None:
 
 
 def convert_identity(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """No op: the output is the input."""
     ctx.values[node.output[0]] = ctx.value(node.input[0])
 
 

@@ -19,6 +19,8 @@ _AXES_AS_INPUT = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin
 
 
 def convert_pool(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """MAX_POOL_2D or AVERAGE_POOL_2D; explicit pads as PAD/PADV2 in front (average: only with count_include_pad=1);
+    ceil_mode where the output keeps its size."""
     kernel = ints(node, "kernel_shape", [])
     if len(kernel) != 2:
         ctx.fail(f"only 2-D pooling is supported (kernel_shape {kernel})")
@@ -82,6 +84,7 @@ def _ceil_mode_pads(ctx, node, hw, kernel, shape, padding, pads):
 
 
 def convert_global_pool(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """MEAN or REDUCE_MAX over H and W, keep_dims."""
     x = ctx.tensor(node.input[0], nhwc=True)
     out = ctx.output(node.output[0], ctx.shape(node.output[0]), nhwc=True)
     code = Op.MEAN if node.op_type == "GlobalAveragePool" else Op.REDUCE_MAX
@@ -89,6 +92,7 @@ def convert_global_pool(ctx: Lowering, node: onnx.NodeProto) -> None:
 
 
 def convert_reduce(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """MEAN, REDUCE_MAX, REDUCE_MIN or SUM over the mapped axes; constant axes."""
     x = ctx.value(node.input[0])
     rank = len(x.shape)
     if ctx.opset >= _AXES_AS_INPUT[node.op_type]:

@@ -45,6 +45,7 @@ def convert_reshape(ctx: Lowering, node: onnx.NodeProto) -> None:
 
 
 def convert_transpose(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """No op when it only undoes or repeats the NHWC layout change; TRANSPOSE otherwise."""
     x = ctx.value(node.input[0])
     rank = len(x.shape)
     perm = ints(node, "perm", list(reversed(range(rank))))
@@ -67,6 +68,7 @@ def convert_transpose(ctx: Lowering, node: onnx.NodeProto) -> None:
 
 
 def convert_concat(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """CONCATENATION on the mapped axis; empty inputs dropped."""
     shape = ctx.shape(node.output[0])
     names = [n for n in node.input if n and 0 not in ctx.shape(n)]
     nhwc = len(shape) == 4 and any(ctx.is_nhwc(n) for n in names)
@@ -83,6 +85,7 @@ def _const_nhwc(ctx: Lowering, name: str) -> int:
 
 
 def convert_split(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """SPLIT_V on the mapped axis (equal or given sizes)."""
     x = ctx.value(node.input[0])
     axis = attr(node, "axis", 0)
     sizes = [ctx.shape(o)[axis % len(x.shape)] for o in node.output]
@@ -94,6 +97,7 @@ def convert_split(ctx: Lowering, node: onnx.NodeProto) -> None:
 
 
 def convert_slice(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """STRIDED_SLICE; constant starts, ends, axes and steps (negative too)."""
     x = ctx.value(node.input[0])
     rank = len(x.shape)
     starts = ctx.require_const(node.input[1], "starts").tolist()
@@ -121,6 +125,7 @@ def _clamp(index: int, dim: int, step: int) -> int:
 
 
 def convert_gather(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """GATHER with constant indices on the mapped axis."""
     x = ctx.value(node.input[0])
     indices = ctx.require_const(node.input[1], "indices").astype(np.int64)
     axis = attr(node, "axis", 0) % len(x.shape)
@@ -135,6 +140,8 @@ def convert_gather(ctx: Lowering, node: onnx.NodeProto) -> None:
 
 
 def convert_pad(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """PAD, PADV2 (non-zero constant) or MIRROR_PAD (reflect). Constant, non-negative pads; no edge mode, no axes
+    input."""
     x = ctx.value(node.input[0])
     rank = len(x.shape)
     pads = ctx.require_const(node.input[1], "pads").tolist() if ctx.opset >= 11 else ints(node, "pads", [])
@@ -173,6 +180,8 @@ _RESIZE_MODES = {  # ONNX coordinate_transformation_mode -> (align_corners, half
 
 
 def convert_resize(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """RESIZE_NEAREST_NEIGHBOR or RESIZE_BILINEAR of H and W; half_pixel, pytorch_half_pixel, align_corners,
+    asymmetric; no cubic, no antialias."""
     x = ctx.value(node.input[0])
     if len(x.shape) != 4:
         ctx.fail("only 4-D (NCHW) Resize is supported")
@@ -211,6 +220,7 @@ def _x1_or_x2(before: tuple[int, ...], after: tuple[int, ...]) -> bool:
 
 
 def convert_expand(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """BROADCAST_TO to the inferred shape."""
     x = ctx.value(node.input[0])
     shape = ctx.shape(node.output[0])
     nhwc = x.nhwc and len(shape) == 4
