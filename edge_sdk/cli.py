@@ -1,25 +1,27 @@
-"""The edge-sdk command line: parse, call one public function, render. The only module that
-prints or exits. A user error is one line on stderr and a non-zero exit, never a traceback."""
+"""The edge-sdk command line: parse, call one public function, render. The CLI modules (this one,
+cli_profile.py for profile/bench/results, cli_common.py) are the only ones that print or exit; errors
+are turned into output here only. A user error is one line on stderr and a non-zero exit, never a
+traceback."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from edge_sdk import __version__, render
+from edge_sdk import __version__, cli_profile, render
+from edge_sdk.cli_common import JsonOpt, TargetsDirOpt, err, out, parse_input_shapes
+from edge_sdk.cli_common import emit_json as _emit_json
+from edge_sdk.cli_common import stage_display as _stage_display
 from edge_sdk.engines import EngineName
 from edge_sdk.errors import EdgeSdkError, UsageError
 from edge_sdk.profile import Precision
 from edge_sdk.quantize import Rounding
-from edge_sdk.serialize import to_jsonable
 
 app = typer.Typer(
     add_completion=False,
@@ -29,35 +31,9 @@ app = typer.Typer(
 )
 targets_app = typer.Typer(no_args_is_help=True, help="The device target registry.")
 app.add_typer(targets_app, name="targets")
-
-out = Console(highlight=False)
-if not out.is_terminal:  # logs and pipes: wide enough for the tables, not the 80 columns default
-    out.width = 120
-err = Console(stderr=True, highlight=False)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
-TargetsDirOpt = Annotated[
-    list[Path] | None,
-    typer.Option("--targets-dir", help="Extra directory of target .toml files (repeatable; also $EDGE_SDK_TARGETS)."),
-]
-
-
-def _emit_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(to_jsonable(document), indent=2) + "\n")
-
-
-def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    for value in values or []:
-        name, sep, dims = value.partition("=")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape:
-            raise UsageError(f"--input-shape '{value}' is not NAME=DxDxD, e.g. --input-shape input=1x3x224x224")
-        shapes[name] = shape
-    return shapes
+app.command("profile")(cli_profile.profile_cmd)
+app.command("bench")(cli_profile.bench_cmd)
+app.add_typer(cli_profile.results_app, name="results")
 
 
 @app.callback(invoke_without_command=True)
@@ -253,27 +229,6 @@ def verify_cmd(
         _emit_json(fidelity.to_dict())
     else:
         out.print(render.verification(fidelity, layers=per_layer))
-
-
-@contextmanager
-def _stage_display(*, enabled: bool):
-    """A progress bar on stderr: the current stage, and a bar while calibration samples load."""
-    if not enabled:
-        yield (lambda _text: None), None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("starting", total=None)
-
-        def stage(text: str) -> None:
-            bar.update(task, description=text, total=None, completed=0)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None)
-
-        yield stage, progress
 
 
 @app.command("demo")

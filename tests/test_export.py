@@ -199,4 +199,5 @@ def test_supported_ops_document_is_generated_from_the_registry():
     from edge_sdk.lower.ops_doc import supported_ops_markdown
 
     committed = Path(__file__).parents[1] / "docs" / "tflite_ops.md"
-    assert committed.read_text() == supported_ops_markdown(), "run: python -m edge_sdk.lower.ops_doc > docs/tflite_ops.md"
+    fix = "run: python -m edge_sdk.lower.ops_doc > docs/tflite_ops.md"
+    assert committed.read_text() == supported_ops_markdown(), fix

@@ -1,0 +1,66 @@
+"""What every CLI module shares: the consoles, the JSON emitter, common options and the progress
+display. Only the CLI modules (cli.py, cli_profile.py) print or exit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from edge_sdk.errors import UsageError
+from edge_sdk.serialize import to_jsonable
+
+out = Console(highlight=False)
+if not out.is_terminal:  # logs and pipes: wide enough for the tables, not the 80 columns default
+    out.width = 120
+err = Console(stderr=True, highlight=False)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
+TargetsDirOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--targets-dir", help="Extra directory of target .toml files (repeatable; also $EDGE_SDK_TARGETS)."),
+]
+
+
+def emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(document), indent=2) + "\n")
+
+
+def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for value in values or []:
+        name, sep, dims = value.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape:
+            raise UsageError(f"--input-shape '{value}' is not NAME=DxDxD, e.g. --input-shape input=1x3x224x224")
+        shapes[name] = shape
+    return shapes
+
+
+@contextmanager
+def stage_display(*, enabled: bool):
+    """A progress bar on stderr: the current stage, and a bar while calibration samples load."""
+    if not enabled:
+        yield (lambda _text: None), None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def stage(text: str) -> None:
+            bar.update(task, description=text, total=None, completed=0)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield stage, progress
