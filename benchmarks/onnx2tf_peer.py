@@ -51,16 +51,16 @@ BAD_SCOPE_CHARS = re.compile(r"[^A-Za-z0-9_.\\/>-]")  # TF scope names allow onl
 
 
 def sanitized(onnx, model: Path, out: Path) -> tuple[Path, int]:
-    """Paddle exports name nodes like 'Softmax@0', which onnx2tf passes to TF as a scope name
-    (ValueError: not a valid scope name). Rename such nodes in a copy; tensors keep their names."""
+    """A copy of the model for onnx2tf, which overwrites its input file with its onnxsim result (the
+    caller's model must stay as it was). Paddle exports name nodes like 'Softmax@0', which onnx2tf
+    passes to TF as a scope name (ValueError: not a valid scope name): such nodes are renamed in the
+    copy; tensors keep their names."""
     proto = onnx.load(str(model))
     bad = [n for n in proto.graph.node if BAD_SCOPE_CHARS.search(n.name)]
-    if not bad:
-        return model, 0
     for node in bad:
         node.name = BAD_SCOPE_CHARS.sub("_", node.name)
-    copy = out / "renamed" / model.name  # same stem: onnx2tf names outputs after it
-    copy.parent.mkdir(exist_ok=True)
+    copy = out / "input" / model.name  # same stem: onnx2tf names outputs after it
+    copy.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(copy))
     return copy, len(bad)
 

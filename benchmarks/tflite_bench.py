@@ -141,8 +141,8 @@ def run_onnx2tf(bench: Bench) -> dict[str, dict]:
         args += ["--input-shape", f"{name}=" + "x".join(map(str, shape))]
     done = subprocess.run(args, capture_output=True, text=True, cwd=WORK)
     try:
-        doc = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
+        doc = json.loads(done.stdout)
+    except json.JSONDecodeError:
         error = {"error": f"onnx2tf_peer exited {done.returncode}: {done.stderr[-3000:]}"}
         return {"onnx2tf-fp32": error, "onnx2tf-int8": error}
     return {

@@ -40,7 +40,10 @@ def store_results(results, db: Path | None) -> list[int]:
 
 
 def profile_cmd(
-    model: Annotated[Path, typer.Argument(help="A .onnx or .tflite model (any, not only edge-sdk's).")],
+    model: Annotated[
+        Path | None,
+        typer.Argument(help="A .onnx or .tflite model (any, not only edge-sdk's); optional with --calibrate"),
+    ] = None,
     target: Annotated[
         list[str] | None, typer.Option("--target", "-t", help="Predict for this target (repeatable); host measures.")
     ] = None,
@@ -51,10 +54,26 @@ def profile_cmd(
     db: DbOpt = None,
     json_out: JsonOpt = False,
     targets_dir: TargetsDirOpt = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="First measure edge-sdk's calibration models here and store them (about 30 s), so predictions "
+            "for --target devices rest on more than MODEL. --runs and --budget-s cap its 50 runs / 0.5 s per model.",
+        ),
+    ] = False,
 ) -> None:
     """Measure MODEL here (LiteRT for .tflite, ONNX Runtime for .onnx), or predict it on --target devices."""
     from edge_sdk.benchmark import benchmark
 
+    if calibrate:
+        _calibrate(
+            db, threads=threads, runs=runs, budget_s=budget_s, json_out=json_out, model_follows=model is not None
+        )
+    if model is None:
+        if calibrate:
+            return
+        raise UsageError("profile needs a MODEL (.onnx or .tflite), or --calibrate to calibrate this host")
     targets = list(dict.fromkeys(target or ["host"]))
     results = []
     if "host" in targets:
@@ -70,6 +89,35 @@ def profile_cmd(
         results += predict_targets(model, others, threads=threads, db=db, targets_dirs=targets_dir or ())
     ids = store_results(results, db)
     _show(results, ids, json_out, title=f"{model.name}: measured here and predicted")
+
+
+def _calibrate(
+    db: Path | None, *, threads: int | None, runs: int, budget_s: float, json_out: bool, model_follows: bool
+) -> None:
+    from edge_sdk.calibrate import CALIBRATION_BUDGET_S, CALIBRATION_RUNS, calibrate_host
+
+    with stage_display(enabled=not json_out) as (stage, progress):
+
+        def step(done: int, total: int, what: str) -> None:
+            stage(f"calibrating this host: {what}")
+            if progress is not None:
+                progress(done, total)
+
+        results = calibrate_host(
+            db=db,
+            threads=(threads,) if threads else None,
+            runs=min(runs, CALIBRATION_RUNS),
+            budget_s=min(budget_s, CALIBRATION_BUDGET_S),
+            progress=step,
+        )
+    models = len({Path(r.model_name).stem for r in results})
+    if json_out and not model_follows:
+        emit_json({"calibration": {"runs_stored": len(results), "models": models}})
+        return
+    # with a MODEL to follow, stdout keeps its one JSON document
+    (err if json_out else out).print(
+        f"calibrated this host: stored {len(results)} run(s) of {models} models in the results store"
+    )
 
 
 def bench_cmd(

@@ -3,34 +3,44 @@
 The latency model and its fit are in edge_sdk.latency_model. This module chooses which fit answers:
 the target's own (target, runtime, threads, precision) group when it has measurements; otherwise the
 nearest measured group, scaled by the ratio of the two profiles' peak ops (compute), bandwidths
-(memory) and clocks (per-op overhead). The measurements come from this host, the published reference
-latencies and every run in the results store, so predictions improve as the user measures.
-
-Measured files must be tied back to the ONNX model they came from (a .tflite file has its own sha256):
-a `FeatureCache` holds the loaded models by the sha256 of each measured file, and turns stored runs
-into (features, result) pairs.
+(memory) and clocks (per-op overhead). The measurements (edge_sdk.calibrate) come from this host (its
+calibration on the SDK's zoo: `calibrate_host`), the published reference latencies and every run in
+the results store, so predictions improve as the user measures. A prediction that had to be scaled from
+another group and whose band is wider than +-50% says how to tighten it (`extra["warning"]`).
 
 Ethos-U targets use Vela's own estimate (edge_sdk.vela) instead of the fit.
 
-    cache = FeatureCache()                                   # the models behind the measured files
+    calibrate_host()                                          # once: measure the zoo here, store the runs
+    rpi4b, rpi5 = predict_targets("model.onnx", ["rpi4b", "rpi5"])
+    rpi4b.prediction                                          # latency_ms, low_ms, high_ms, method, fit_models
+
+    cache = zoo_cache()                                       # or fit your own selection of runs:
     cache.add(model, file_sha256=file_sha256("model.tflite"))
     with open_store() as store:
         runs = store_measurements(store, load_target("host"), cache) + store_measurements(store, rpi5, cache)
-    p = predict(model, rpi5, runtime="litert", measurements=runs).prediction   # p.latency_ms, p.low_ms, p.high_ms
+    p = predict(model, rpi5, runtime="litert", measurements=runs).prediction
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from edge_sdk.calibrate import (
+    SUFFIXES,
+    FeatureCache,
+    calibrate_host,
+    reference_csv,
+    reference_measurements,
+    store_measurements,
+    zoo_cache,
+)
 from edge_sdk.errors import UsageError
 from edge_sdk.latency_model import (
     MAC_PARAMS,
@@ -43,16 +53,29 @@ from edge_sdk.latency_model import (
     Params,
     features,
     fit,
+    group_key,
     model_seconds,
     node_seconds,
     runtime_family,
 )
-from edge_sdk.measurement import BenchmarkResult, Conditions, LatencyStats, Prediction, Source
+from edge_sdk.measurement import BenchmarkResult, Prediction, Source
 from edge_sdk.model import Model, load_model
 from edge_sdk.profile import Precision, TargetProfile
 from edge_sdk.runner import file_sha256
-from edge_sdk.store import ResultStore, open_store
-from edge_sdk.targets import load_target
+from edge_sdk.store import open_store
+from edge_sdk.targets import list_targets, load_target
+from edge_sdk.zoo import reference_models
+
+# calibrate_host and the measurement helpers are part of this module's API (edge_sdk.calibrate holds them)
+__all__ = [
+    "FeatureCache",
+    "calibrate_host",
+    "predict",
+    "predict_targets",
+    "reference_measurements",
+    "store_measurements",
+    "zoo_cache",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +93,7 @@ PEAK_LOG_SIGMA = 0.35  # another device with a published peak: its efficiency ma
 CLOCK_LOG_SIGMA = 1.2
 FEW_MODELS_LOG_SIGMA = 0.35  # a fit of fewer than 3 models has no residuals to derive a band from
 VELA_LOG_SIGMA = 0.35  # Vela's estimate has not been checked on silicon (research/devices.md)
+FAR_BAND = 1.5  # a scaled prediction whose high end is over +50% says how to measure instead
 
 
 @dataclass(frozen=True)
@@ -118,7 +142,19 @@ def predict(
         latency_ms, latency_ms * math.exp(-half_width), latency_ms * math.exp(half_width), method, donor.models
     )
     log.info("predicted %s on %s: %.3f ms (%s)", loaded.name, profile.id, latency_ms, method)
-    return _result(loaded, profile, prediction, _explain(key, donor, scale, feats, params))
+    extra = _explain(key, donor, scale, feats, params)
+    if donor.key != key and prediction.high_ms > FAR_BAND * latency_ms:
+        extra["warning"] = _far_warning(key, donor.key, scale)
+    return _result(loaded, profile, prediction, extra)
+
+
+def _far_warning(key: GroupKey, donor: GroupKey, scale: Scale) -> str:
+    bench = f"edge-sdk bench MODEL --device USER@HOST --target {key.target}"
+    device = "" if key.target == "host" else f"measure on the device ({bench}) or "
+    return (
+        f"no measured model for {key}: scaled from {donor} by {scale.basis}, so the band is wide; "
+        f"{device}calibrate this host (edge-sdk profile --calibrate) to tighten it"
+    )
 
 
 def _within_peak(params: Params, profile: TargetProfile, key: GroupKey) -> Params:
@@ -161,32 +197,42 @@ def predict_targets(
     db: str | Path | None = None,
     models: Sequence[Model] = (),
     targets_dirs: Sequence[str | Path] = (),
+    reference: str | Path | None = None,
 ) -> list[BenchmarkResult]:
-    """Predict an ONNX model on each target from the results store: the stored runs (host runs and each
-    target's device runs) of this model and of `models`, the only ones whose graphs are at hand. The
-    runtime is ONNX Runtime where the target lists it (the file that was measured), else its first."""
+    """Predict an ONNX model on each target, fitted on every measurement whose graph is at hand: the
+    published latencies (`reference`, default: the CSV shipped in targets/), and the stored runs, on this
+    host and on each target, of the SDK's zoo (`calibrate_host`), of this model and of `models`.
+    The runtime is the one the target's own measurements are in, when only one of its runtimes has them
+    (the published Raspberry Pi latencies are LiteRT's); else ONNX Runtime where the target lists it and
+    anything was measured with it (the .onnx file measured on this host); else its first measured one."""
     if isinstance(model, str | Path) and Path(model).suffix.lower() == ".tflite":
         raise UsageError(f"{Path(model).name}: prediction reads the ONNX graph; pass the .onnx model it came from")
     loaded = model if isinstance(model, Model) else load_model(model)
-    cache = FeatureCache()
+    cache = zoo_cache()
     cache.add(loaded, file_sha256=file_sha256(Path(model)) if isinstance(model, str | Path) else None)
     for other in models:
         cache.add(other)
     profiles = [t if isinstance(t, TargetProfile) else load_target(t, targets_dirs) for t in targets]
+    measured = reference_measurements(reference or reference_csv(), reference_models(), list_targets(targets_dirs))
     with open_store(db) as store:
-        measured = store_measurements(store, load_target("host", targets_dirs), cache)
+        measured += store_measurements(store, load_target("host", targets_dirs), cache)
         for profile in profiles:
             measured += store_measurements(store, profile, cache) if profile.id != "host" else []
-    fitted = fit(measured)
+    groups = {group_key(f, r) for f, r in measured}
+    runtimes = [_runtime_for(p, groups) for p in profiles]
+    fitted = fit([m for m in measured if m[0].runtime in runtimes])  # fitting is the slow part: only what is used
     return [
-        predict(loaded, p, threads=threads, runtime=_runtime_for(p), measurements=fitted, targets_dirs=targets_dirs)
-        for p in profiles
+        predict(loaded, p, threads=threads, runtime=runtime, measurements=fitted, targets_dirs=targets_dirs)
+        for p, runtime in zip(profiles, runtimes, strict=True)
     ]
 
 
-def _runtime_for(profile: TargetProfile) -> str:
-    families = [runtime_family(r) for r in profile.deploy.runtimes]
-    return "onnxruntime" if "onnxruntime" in families else families[0]
+def _runtime_for(profile: TargetProfile, groups: Collection[GroupKey]) -> str:
+    families = list(dict.fromkeys(runtime_family(r) for r in profile.deploy.runtimes))
+    own = [f for f in families if any(k.target == profile.id and k.runtime == f for k in groups)]
+    anywhere = [f for f in families if any(k.runtime == f for k in groups)]
+    measured = own or anywhere or families
+    return "onnxruntime" if "onnxruntime" in measured else measured[0]
 
 
 def _default_precision(model: Model, profile: TargetProfile) -> Precision:
@@ -229,11 +275,10 @@ def _choose_fit(
     if own is not None:
         return own, Scale(1.0, 1.0, 1.0, "nothing", 0.0)
     candidates = [g for g in fitted.groups.values() if g.key.runtime == key.runtime]
+    device = f"measure on the device (edge-sdk bench MODEL --device USER@HOST --target {key.target})"
     if not candidates:
-        raise UsageError(
-            f"no {key.runtime} measurements to predict {key.target} from; benchmark a few models on this "
-            "host or the device first (edge-sdk benchmark), or pass them as measurements"
-        )
+        host = "calibrate this host (edge-sdk profile --calibrate) or " if key.runtime in SUFFIXES else ""
+        raise UsageError(f"no {key.runtime} measurements to predict {key.target} from; {host}{device}")
     reasons = []
     for donor in sorted(candidates, key=lambda g: _donor_rank(g, key, profile, targets_dirs)):
         donor_profile = profile if donor.key.target == profile.id else load_target(donor.key.target, targets_dirs)
@@ -241,7 +286,7 @@ def _choose_fit(
         if isinstance(scale, Scale):
             return donor, scale
         reasons.append(f"{donor.key}: {scale}")
-    raise UsageError(f"cannot scale any measured group to {key}: " + "; ".join(reasons))
+    raise UsageError(f"cannot scale any measured group to {key} ({'; '.join(reasons)}); {device}")
 
 
 def _donor_rank(g: GroupFit, key: GroupKey, profile: TargetProfile, dirs: Sequence[str | Path]) -> tuple:
@@ -270,6 +315,8 @@ def _scale(donor: TargetProfile, dkey: GroupKey, target: TargetProfile, key: Gro
     """Scale from donor to target, or why it cannot be done. Compute time scales with the peak ops at the
     thread counts used (or clock x cores); memory time with the bandwidths, else with the one-core compute
     ratio; per-op overhead with the clocks, else with the one-core compute ratio."""
+    if donor.kind is not target.kind:  # a CPU's efficiencies say nothing about an accelerator's
+        return f"{donor.kind.value.upper()} fits do not carry over to {target.kind.value.upper()}s"
     ratio = _compute_ratio(donor, dkey, target, key)
     single = _compute_ratio(donor, replace(dkey, threads=1), target, replace(key, threads=1))
     if ratio is None or single is None:
@@ -307,93 +354,6 @@ def _precision_factor(target: TargetProfile, donor: TargetProfile, have: Precisi
         if have in peaks and want in peaks:
             return peaks[have] / peaks[want]
     return None
-
-
-# --- measurements -----------------------------------------------------------------------------------
-
-
-class FeatureCache:
-    """Loaded models by the sha256 of every file measured from them, and their features per target."""
-
-    def __init__(self) -> None:
-        self._models: dict[str, tuple[Model, Precision]] = {}
-        self._features: dict[tuple[str, str, str], ModelFeatures] = {}
-
-    def add(self, model: Model, *, file_sha256: str | None = None, precision: Precision = Precision.FP32) -> None:
-        """Register `model` under its own sha256 and that of a file made from it (a .tflite export)."""
-        for sha in {model.sha256, file_sha256} - {None}:
-            self._models[str(sha)] = (model, precision)
-
-    def features(self, sha256: str, target: TargetProfile, runtime: str) -> ModelFeatures | None:
-        if sha256 not in self._models:
-            return None
-        model, precision = self._models[sha256]
-        key = (model.sha256, target.id, runtime_family(runtime))
-        if key not in self._features:
-            self._features[key] = features(model, target, precision=precision, runtime=runtime)
-        return self._features[key]
-
-    def measurement(self, result: BenchmarkResult, target: TargetProfile) -> Measurement | None:
-        """The result with its model's features, or None for a prediction or a model not in the cache."""
-        if result.stats is None or result.conditions is None:
-            return None
-        found = self.features(result.model_sha256, target, result.conditions.runtime)
-        return None if found is None else (found, result)
-
-
-def store_measurements(store: ResultStore, target: TargetProfile, cache: FeatureCache) -> list[Measurement]:
-    """Every measured run of `target` in the store whose model the cache knows (host runs stored
-    without a target count for `host`)."""
-    runs = [r.result for r in store.list_runs(target=target.id)]
-    if target.id == "host":
-        runs += [r.result for r in store.list_runs(source=Source.HOST) if r.result.target is None]
-    pairs = [cache.measurement(r, target) for r in runs if r.source is not Source.PREDICTED]
-    found = [p for p in pairs if p is not None]
-    if len(found) < len(pairs):
-        log.info("%d stored runs of %s skipped: their models are not in the cache", len(pairs) - len(found), target.id)
-    return found
-
-
-def reference_measurements(
-    path: str | Path, models: Mapping[str, Model], targets: Sequence[TargetProfile]
-) -> list[Measurement]:
-    """Published latencies (research/reference_latencies.csv) of the models named in `models`, on the
-    devices whose profile `soc` appears in brackets in the device column. "multi (all cores)" is taken
-    as the profile's core count; rows on other devices, models or thread counts are skipped."""
-    measured: list[Measurement] = []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            profile = next((t for t in targets if t.soc and f"({t.soc})" in row["device"]), None)
-            threads = {"1": 1, "multi (all cores)": profile.compute.cores if profile else None}.get(row["threads"])
-            model = models.get(row["model"])
-            if profile is None or model is None or not threads or row["precision"] not in {p.value for p in Precision}:
-                continue
-            result = _reference_result(row, model, profile, threads)
-            measured.append(
-                (features(model, profile, precision=Precision(row["precision"]), runtime=row["runtime"]), result)
-            )
-    return measured
-
-
-def _reference_result(row: Mapping[str, str], model: Model, profile: TargetProfile, threads: int) -> BenchmarkResult:
-    latency = float(row["latency_ms"])
-    device = row["device"]
-    return BenchmarkResult(
-        source=Source.DEVICE,
-        model_name=row["model"],
-        model_sha256=model.sha256,
-        target=profile.id,
-        device=device,
-        init_ms=None,
-        first_run_ms=None,
-        stats=LatencyStats.from_samples([latency]),
-        samples_ms=(latency,),
-        peak_rss_mb=None,
-        conditions=Conditions(device, device, "", "", "", row["runtime"], "", threads),
-        sdk_version="",
-        created_at="",
-        extra={"reference": row["source"]},
-    )
 
 
 # --- Ethos-U -----------------------------------------------------------------------------------------

@@ -54,18 +54,26 @@ def conditions_line(result: BenchmarkResult) -> str:
 
 
 def latency_table(results: list[BenchmarkResult], title: str) -> Table:
-    table = Table(title=title)
+    """Measured and predicted latencies, one row per target; a prediction that had to be scaled from far
+    away carries its warning (how to tighten the band) under the table."""
+    table = Table(title=title, caption_justify="left", caption_style="yellow")
     for column in ("target", "source", "latency", "band / p90", "how"):
         table.add_column(column, justify="right" if column in ("latency", "band / p90") else "left")
+    warnings = []
     for r in results:
         if r.prediction is not None:
             p = r.prediction
             band = f"{p.low_ms:.3f} - {p.high_ms:.3f}"
-            how = f"{p.method} ({p.fit_models} models)"
+            runtime = r.extra.get("runtime")
+            how = f"{runtime + ': ' if runtime else ''}{p.method} ({p.fit_models} models)"
+            if r.extra.get("warning"):
+                warnings.append(f"warning: {r.target}: {r.extra['warning']}")
         else:
             band = f"p90 {r.stats.p90_ms:.3f}" if r.stats else "-"
             how = conditions_line(r)
         table.add_row(r.target or "host", r.source.value, f"{r.latency_ms:.3f} ms", band, Text(how))
+    if warnings:
+        table.caption = Text("\n".join(warnings))
     return table
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,3 +99,41 @@ def test_bench_on_a_device_over_ssh_and_errors(ssh_kit: SshKit, tiny_model_path:
     one_error(refused, 9, "unknown", "--accept-new-host-key")
     closed = run("bench", str(tiny_model_path), "--device", f"root@127.0.0.1:{ssh_kit.free_port()}", *ssh, *FAST)
     one_error(closed, 9, "127.0.0.1")
+
+
+def test_profile_calibrate_then_predict_on_a_pi_from_the_same_store(tmp_path: Path, tiny_model_path: Path):
+    from edge_sdk.zoo import CALIBRATION
+
+    db = str(tmp_path / "runs.sqlite")
+    calibrated = run("profile", "--calibrate", "--runs", "3", "--budget-s", "0.02", "--db", db)
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert f"of {len(CALIBRATION)} models in the results store" in calibrated.stdout
+    done = run("profile", str(tiny_model_path), "--target", "rpi4b", "--json", "--db", db)
+    assert done.returncode == 0, done.stderr
+    (predicted,) = json.loads(done.stdout)["runs"]
+    p = predicted["prediction"]
+    assert predicted["target"] == "rpi4b" and predicted["source"] == "predicted" and p["fit_models"] > 1
+    assert p["low_ms"] <= p["latency_ms"] <= p["high_ms"]
+
+
+def test_profile_needs_a_model_or_calibrate():
+    one_error(run("profile"), 2, "needs a MODEL", "--calibrate")
+
+
+def test_a_far_fetched_prediction_renders_its_warning():
+    from rich.console import Console
+
+    from edge_sdk.measurement import BenchmarkResult, Prediction, Source
+    from edge_sdk.render_profile import latency_table
+
+    warning = "no measured model for rpi5/onnxruntime/4t/fp32: ...; calibrate this host (edge-sdk profile --calibrate)"
+    predicted = BenchmarkResult(
+        Source.PREDICTED, "m", "sha", "rpi5", None, None, None, None, (), None, None, "0.1.0", "",
+        prediction=Prediction(1.0, 0.1, 10.0, "roofline-fit of host/onnxruntime/2t/fp32", 11),
+        extra={"runtime": "onnxruntime", "warning": warning},
+    )  # fmt: skip
+    console = Console(record=True, width=200)
+    console.print(latency_table([predicted, replace(predicted, target="rpi4b", extra={})], "m"))
+    text = console.export_text()
+    assert text.count("warning:") == 1 and "warning: rpi5: no measured model" in text
+    assert "edge-sdk profile --calibrate" in text and "onnxruntime: roofline-fit" in text

@@ -1,10 +1,16 @@
 """Latency prediction: the fit on synthetic measurements (known parameters recovered, honest bands,
 fallback to another group, store runs changing the fit), the features, the reference-CSV reader, the
-Ethos-U hook, and one real prediction from real host runs. No assertion depends on this machine's speed."""
+Ethos-U hook, one real prediction from real host runs, and the SDK's zoo (deterministic builds, the
+shipped reference CSV, host calibration feeding predict_targets). No assertion depends on this machine's
+speed."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import subprocess
+import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +22,9 @@ import pytest
 from conftest import const, make_model, write_profile
 from onnx import helper
 
+from edge_sdk import zoo
 from edge_sdk.benchmark import benchmark
+from edge_sdk.calibrate import reference_csv, zoo_files
 from edge_sdk.demo import DEMO_MODEL
 from edge_sdk.errors import UsageError
 from edge_sdk.latency_model import (
@@ -31,11 +39,19 @@ from edge_sdk.latency_model import (
 )
 from edge_sdk.measurement import BenchmarkResult, Conditions, LatencyStats, Source
 from edge_sdk.model import Model, load_model
-from edge_sdk.predict import FeatureCache, predict, predict_targets, reference_measurements, store_measurements
+from edge_sdk.predict import (
+    FeatureCache,
+    calibrate_host,
+    predict,
+    predict_targets,
+    reference_measurements,
+    store_measurements,
+)
 from edge_sdk.profile import Precision
 from edge_sdk.runner import file_sha256
 from edge_sdk.store import open_store
-from edge_sdk.targets import load_target
+from edge_sdk.targets import data_dir, list_targets, load_target
+from edge_sdk.zoo import calibration_models
 
 # conv, depthwise, fc, fallback (s/MAC); activation byte, weight byte (s/B); node, transfer (s)
 TRUTH = Params((2e-10, 1.2e-9, 4e-10, 2e-10, 4e-10, 1e-9, 4e-6, 4e-6))
@@ -349,3 +365,91 @@ def test_predict_targets_reads_the_models_own_runs_from_the_store(host_like, tmp
     assert on_pi.extra["runtime"] == "onnxruntime" and on_pi.extra["precision"] == "fp32"
     with pytest.raises(UsageError, match=r"pass the \.onnx model"):
         predict_targets(tmp_path / "model.tflite", ["rpi5"], db=db)
+
+
+def test_a_cpu_fit_is_not_scaled_to_an_accelerator(family, host_like):
+    fitted = fit(synthetic(family[:4], "host", dirs=(host_like,)))
+    with pytest.raises(UsageError, match="CPU fits do not carry over to GPUs"):
+        predict(
+            family[5],
+            "rk3588-mali-g610",
+            precision=FP32,
+            runtime="onnxruntime",
+            measurements=fitted,
+            targets_dirs=(host_like,),
+        )
+
+
+# --- the SDK's zoo, the shipped reference latencies and host calibration ------------------------------
+
+_HASH_SCRIPT = """
+import hashlib, sys
+from edge_sdk.calibrate import zoo_files
+from edge_sdk.zoo import zoo_model
+files = zoo_files(zoo_model(sys.argv[1]))
+print(hashlib.sha256(files["onnxruntime"]).hexdigest(), hashlib.sha256(files["litert"]).hexdigest())
+"""
+
+
+def test_zoo_builds_and_their_files_are_the_same_bytes_in_every_process():
+    for name, proto in calibration_models(quick=True):
+        assert proto.graph.name == name
+        assert proto.SerializeToString(deterministic=True) == zoo.build(name).SerializeToString(deterministic=True)
+    name = zoo.QUICK_CALIBRATION[0]
+    here = zoo_files(zoo.zoo_model(name))
+    want = f"{hashlib.sha256(here['onnxruntime']).hexdigest()} {hashlib.sha256(here['litert']).hexdigest()}"
+    # another interpreter with another string-hash seed: set and dict orders differ, the bytes may not
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    done = subprocess.run(
+        [sys.executable, "-c", _HASH_SCRIPT, name], capture_output=True, text=True, env=env, timeout=120, check=True
+    )
+    assert done.stdout.split() == want.split()
+
+
+def test_the_reference_latencies_ship_in_the_targets_data_dir():
+    path = reference_csv()
+    assert path == data_dir("targets") / "reference_latencies.csv" and path.is_file()
+    assert "source" in path.read_text().splitlines()[0].split(",")
+    pairs = reference_measurements(path, zoo.reference_models(), list_targets())
+    by_target: dict[str, set[str]] = {}
+    for f, r in pairs:
+        assert (f.runtime, f.precision, r.conditions.threads) == ("litert", FP32, 4)
+        by_target.setdefault(f.target, set()).add(r.model_name)
+    assert by_target == {"rpi4b": set(zoo.REFERENCE_NAMES), "rpi3b-plus": set(zoo.REFERENCE_NAMES)}
+
+
+def test_calibrating_the_host_tightens_predict_targets(tmp_path, tiny_model_path):
+    host = load_target("host")
+    if host.compute.clock_mhz is None or not host.compute.cores:
+        pytest.skip("this machine reports no CPU clock or cores, so host fits cannot be scaled to a device")
+    db, threads = tmp_path / "runs.sqlite", host.compute.cores
+    seen: list[tuple[int, int]] = []
+    results = calibrate_host(db=db, quick=True, runs=3, budget_s=0.02, progress=lambda d, t, _: seen.append((d, t)))
+    counts = len({1, threads})
+    assert len(results) == len(zoo.QUICK_CALIBRATION) * 2 * counts and seen[-1] == (len(results), len(results))
+    assert {r.target for r in results} == {"host"}
+    assert {(r.conditions.runtime, r.conditions.threads) for r in results} == {
+        (runtime, t) for runtime in ("litert", "onnxruntime") for t in {1, threads}
+    }
+    # the model's own host run, as `edge-sdk profile model.onnx` stores it
+    own = benchmark(tiny_model_path, threads=threads, runs=3, budget_s=0.02, target=host)
+    with open_store(db) as store:
+        store.add(own)
+        assert len(store.list_runs(target="host")) == len(results) + 1
+    model = load_model(tiny_model_path)
+    cache = FeatureCache()
+    cache.add(model, file_sha256=file_sha256(tiny_model_path))
+    alone = predict(model, "rpi4b", runtime="onnxruntime", measurements=[cache.measurement(own, host)]).prediction
+    on_pi, on_host, on_pi5 = predict_targets(tiny_model_path, ["rpi4b", "host", "rpi5"], db=db)
+    p = on_pi.prediction
+    assert p is not None and alone is not None and alone.fit_models == 1
+    # rpi4b: its own published (LiteRT) latencies, no scaling from elsewhere
+    assert on_pi.extra["fit_group"] == "rpi4b/litert/4t/fp32" and p.method == "roofline-fit" and p.fit_models > 1
+    assert p.low_ms <= p.latency_ms <= p.high_ms and p.high_ms / p.low_ms < alone.high_ms / alone.low_ms
+    assert "warning" not in on_pi.extra
+    # the host: the calibration runs and the model's own run, matched by the sha256 of their files
+    assert on_host.prediction is not None and on_host.prediction.fit_models == len(zoo.QUICK_CALIBRATION) + 1
+    assert on_host.extra["fit_group"] == f"host/onnxruntime/{threads}t/fp32"
+    # rpi5 has no measurements of its own: scaled from the host, with a wide band and the way to tighten it
+    assert on_pi5.extra["fit_group"].startswith("host/onnxruntime")
+    assert "edge-sdk profile --calibrate" in on_pi5.extra["warning"] and "--device" in on_pi5.extra["warning"]
