@@ -32,6 +32,7 @@ from edge_sdk.model import Model, load_model
 from edge_sdk.profile import Precision, TargetProfile
 from edge_sdk.store import ResultStore, open_store
 from edge_sdk.targets import data_dir, load_target
+from edge_sdk.tflite_features import TfliteModel
 from edge_sdk.zoo import CALIBRATION, REFERENCE_NAMES, calibration_models, zoo_model
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,12 @@ class FeatureCache:
     """Loaded models by the sha256 of every file measured from them, and their features per target."""
 
     def __init__(self) -> None:
-        self._models: dict[str, tuple[Model, Precision]] = {}
+        self._models: dict[str, tuple[Model | TfliteModel, Precision]] = {}
         self._features: dict[tuple[str, str, str], ModelFeatures] = {}
 
-    def add(self, model: Model, *, file_sha256: str | None = None, precision: Precision = Precision.FP32) -> None:
+    def add(
+        self, model: Model | TfliteModel, *, file_sha256: str | None = None, precision: Precision = Precision.FP32
+    ) -> None:
         """Register `model` under its own sha256 and that of a file made from it (a .tflite export)."""
         for sha in {model.sha256, file_sha256} - {None}:
             self._models[str(sha)] = (model, precision)
@@ -62,7 +65,10 @@ class FeatureCache:
         model, precision = self._models[sha256]
         key = (model.sha256, target.id, runtime_family(runtime))
         if key not in self._features:
-            self._features[key] = features(model, target, precision=precision, runtime=runtime)
+            if isinstance(model, TfliteModel):
+                self._features[key] = model.features(target, precision=precision, runtime=runtime)
+            else:
+                self._features[key] = features(model, target, precision=precision, runtime=runtime)
         return self._features[key]
 
     def measurement(self, result: BenchmarkResult, target: TargetProfile) -> Measurement | None:

@@ -86,7 +86,14 @@ def profile_cmd(
     if others:
         from edge_sdk.predict import predict_targets
 
-        results += predict_targets(model, others, threads=threads, db=db, targets_dirs=targets_dir or ())
+        failed: list[tuple[str, str]] = []
+        results += predict_targets(
+            model, others, threads=threads, db=db, targets_dirs=targets_dir or (), failures=failed
+        )
+        if failed and not results:
+            raise UsageError(failed[0][1])
+        for target_id, reason in failed:
+            err.print(f"[yellow]note:[/] no prediction for {target_id}: {reason}", soft_wrap=True)
     ids = store_results(results, db)
     _show(results, ids, json_out, title=f"{model.name}: measured here and predicted")
 

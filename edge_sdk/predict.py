@@ -41,7 +41,7 @@ from edge_sdk.calibrate import (
     store_measurements,
     zoo_cache,
 )
-from edge_sdk.errors import UsageError
+from edge_sdk.errors import EdgeSdkError, UsageError
 from edge_sdk.latency_model import (
     MAC_PARAMS,
     PARAMS,
@@ -64,6 +64,7 @@ from edge_sdk.profile import Precision, TargetProfile
 from edge_sdk.runner import file_sha256
 from edge_sdk.store import open_store
 from edge_sdk.targets import list_targets, load_target
+from edge_sdk.tflite_features import TfliteModel, load_tflite
 from edge_sdk.zoo import reference_models
 
 # calibrate_host and the measurement helpers are part of this module's API (edge_sdk.calibrate holds them)
@@ -108,7 +109,7 @@ class Scale:
 
 
 def predict(
-    model: Model | str | Path,
+    model: Model | TfliteModel | str | Path,
     target: TargetProfile | str,
     *,
     precision: Precision | None = None,
@@ -121,19 +122,24 @@ def predict(
     """Predicted latency of `model` on `target`. Defaults: the model's own precision (int8 if it has
     Q/DQ nodes, else fp32) when the target runs it, else the target's default; all the target's cores;
     its first runtime. `measurements` are (features, result) pairs, or a fit already made from them.
-    Ethos-U targets need `tflite`, the int8 TFLite model Vela compiles."""
+    Ethos-U targets need `tflite`, the int8 TFLite model Vela compiles (a .tflite `model` is its own).
+    A .tflite file from any converter is read as it is (its operators, already fused)."""
     profile = target if isinstance(target, TargetProfile) else load_target(target, targets_dirs)
-    loaded = model if isinstance(model, Model) else load_model(model)
+    loaded = _load(model)
     precision = precision or _default_precision(loaded, profile)
     threads = threads or profile.compute.cores or 1
     family = runtime_family(runtime or profile.deploy.runtimes[0])
     if "vela-tflite" in profile.deploy.formats:
-        return _vela_prediction(loaded, profile, precision, tflite)
+        own = loaded.flatbuffer if isinstance(loaded, TfliteModel) else None
+        return _vela_prediction(loaded, profile, precision, tflite if tflite is not None else own)
     fitted = measurements if isinstance(measurements, LatencyFit) else fit(measurements)
     key = GroupKey(profile.id, family, threads, precision)
     donor, scale = _choose_fit(fitted, key, profile, targets_dirs)
     params = _within_peak(donor.params.scaled(scale.compute, scale.memory, scale.overhead), profile, key)
-    feats = features(loaded, profile, precision=precision, runtime=family)
+    if isinstance(loaded, TfliteModel):
+        feats = loaded.features(profile, precision=precision, runtime=family)
+    else:
+        feats = features(loaded, profile, precision=precision, runtime=family)
     latency_ms = model_seconds(feats, params) * 1e3
     fit_sigma = donor.log_sigma if donor.log_sigma is not None else FEW_MODELS_LOG_SIGMA
     half_width = BAND_Z * math.hypot(fit_sigma, scale.log_sigma)
@@ -198,16 +204,16 @@ def predict_targets(
     models: Sequence[Model] = (),
     targets_dirs: Sequence[str | Path] = (),
     reference: str | Path | None = None,
+    failures: list[tuple[str, str]] | None = None,
 ) -> list[BenchmarkResult]:
     """Predict an ONNX model on each target, fitted on every measurement whose graph is at hand: the
     published latencies (`reference`, default: the CSV shipped in targets/), and the stored runs, on this
     host and on each target, of the SDK's zoo (`calibrate_host`), of this model and of `models`.
+    With `failures`, a target that cannot be predicted adds (target id, reason) there instead of raising.
     The runtime is the one the target's own measurements are in, when only one of its runtimes has them
     (the published Raspberry Pi latencies are LiteRT's); else ONNX Runtime where the target lists it and
     anything was measured with it (the .onnx file measured on this host); else its first measured one."""
-    if isinstance(model, str | Path) and Path(model).suffix.lower() == ".tflite":
-        raise UsageError(f"{Path(model).name}: prediction reads the ONNX graph; pass the .onnx model it came from")
-    loaded = model if isinstance(model, Model) else load_model(model)
+    loaded = _load(model)
     cache = zoo_cache()
     cache.add(loaded, file_sha256=file_sha256(Path(model)) if isinstance(model, str | Path) else None)
     for other in models:
@@ -221,10 +227,19 @@ def predict_targets(
     groups = {group_key(f, r) for f, r in measured}
     runtimes = [_runtime_for(p, groups) for p in profiles]
     fitted = fit([m for m in measured if m[0].runtime in runtimes])  # fitting is the slow part: only what is used
-    return [
-        predict(loaded, p, threads=threads, runtime=runtime, measurements=fitted, targets_dirs=targets_dirs)
-        for p, runtime in zip(profiles, runtimes, strict=True)
-    ]
+    results = []
+    for profile, runtime in zip(profiles, runtimes, strict=True):
+        try:
+            results.append(
+                predict(
+                    loaded, profile, threads=threads, runtime=runtime, measurements=fitted, targets_dirs=targets_dirs
+                )
+            )
+        except EdgeSdkError as exc:  # with `failures`, one target that cannot be predicted does not stop the rest
+            if failures is None:
+                raise
+            failures.append((profile.id, str(exc)))
+    return results
 
 
 def _runtime_for(profile: TargetProfile, groups: Collection[GroupKey]) -> str:
@@ -235,13 +250,22 @@ def _runtime_for(profile: TargetProfile, groups: Collection[GroupKey]) -> str:
     return "onnxruntime" if "onnxruntime" in measured else measured[0]
 
 
-def _default_precision(model: Model, profile: TargetProfile) -> Precision:
-    quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.proto.graph.node)
-    own = Precision.INT8 if quantized else Precision.FP32
+def _load(model: Model | TfliteModel | str | Path) -> Model | TfliteModel:
+    if isinstance(model, Model | TfliteModel):
+        return model
+    return load_tflite(model) if Path(model).suffix.lower() == ".tflite" else load_model(model)
+
+
+def _default_precision(model: Model | TfliteModel, profile: TargetProfile) -> Precision:
+    if isinstance(model, TfliteModel):
+        own = model.precision
+    else:
+        quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.proto.graph.node)
+        own = Precision.INT8 if quantized else Precision.FP32
     return own if own in profile.deploy.precisions else profile.deploy.default_precision
 
 
-def _result(model: Model, profile: TargetProfile, prediction: Prediction, extra: dict) -> BenchmarkResult:
+def _result(model: Model | TfliteModel, profile: TargetProfile, prediction: Prediction, extra: dict) -> BenchmarkResult:
     from edge_sdk import __version__  # at call time: edge_sdk/__init__ may import this module
 
     return BenchmarkResult(
@@ -360,7 +384,7 @@ def _precision_factor(target: TargetProfile, donor: TargetProfile, have: Precisi
 
 
 def _vela_prediction(
-    model: Model, profile: TargetProfile, precision: Precision, tflite: bytes | Path | None
+    model: Model | TfliteModel, profile: TargetProfile, precision: Precision, tflite: bytes | Path | None
 ) -> BenchmarkResult:
     """Vela's own estimate for the Ethos-U. It covers the NPU part only: ops Vela leaves to the Cortex-M
     are not timed, so with CPU ops the estimate is a lower bound and says so in `extra`."""

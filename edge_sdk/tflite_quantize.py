@@ -52,14 +52,20 @@ def quantize_tflite(float_model: bytes, precision: Precision, calibration: Calib
 def _calibrate(float_model: bytes, the_recipe, calibration: CalibrationData) -> dict:
     """Activation ranges as the min and max over all samples, like ONNX Runtime's MinMax. The
     quantizer's default keeps a moving average of per-sample ranges (weight 0.95 on the past), which
-    clips every sample whose range exceeds the running mean: 16.0 dB instead of 36.3 dB on the demo model."""
+    clips every sample whose range exceeds the running mean: 16.0 dB instead of 36.3 dB on the demo model.
+    The profiler-based calibrator gives the same ranges as the default one (checked on the demo model,
+    EfficientNet-Lite0 and PP-OCR: identical min/max for every tensor) 6-36x faster: it does not keep
+    every tensor and walk the ops in Python per sample."""
     from ai_edge_quantizer import calibrator, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(the_recipe)
     calib = calibrator.Calibrator(
-        bytearray(float_model), num_threads=os.cpu_count() or 1, qsv_update_func=qsv_utils.min_max_update
+        bytearray(float_model),
+        num_threads=os.cpu_count() or 1,
+        mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED,
+        qsv_update_func=qsv_utils.min_max_update,
     )
     calib.calibrate({SIGNATURE: [dict(s) for s in calibration]}, manager)
     return calib.get_model_qsvs()

@@ -49,22 +49,33 @@ def verify_tflite(
 
 
 def _pairs(interpreter, session, reference: Model, data) -> Iterator[tuple[dict, dict]]:
-    inputs = {d["name"]: d for d in interpreter.get_input_details()}
-    outputs = {d["name"]: d for d in interpreter.get_output_details()}
+    inputs = _by_name([i.name for i in reference.inputs], interpreter.get_input_details(), "input")
+    outputs = _by_name([o.name for o in reference.outputs], interpreter.get_output_details(), "output")
     out_names = [o.name for o in reference.outputs]
-    missing = [n for n in [*(i.name for i in reference.inputs), *out_names] if n not in {**inputs, **outputs}]
-    if missing:
-        raise ExportError(f"the exported model has no tensor named '{missing[0]}' that the ONNX model has")
     for sample in data:
         expected = dict(zip(out_names, session.run(out_names, dict(sample)), strict=True))
         for name, array in sample.items():
             interpreter.set_tensor(inputs[name]["index"], to_tflite(array, inputs[name]))
         interpreter.invoke()
-        got = {
-            n: from_tflite(interpreter.get_tensor(outputs[n]["index"]), outputs[n], expected[n].shape)
-            for n in out_names
-        }
+        got = {n: _output(interpreter, outputs[n], expected[n].shape) for n in out_names}
         yield expected, got
+
+
+def _output(interpreter, detail: Mapping[str, Any], onnx_shape: tuple[int, ...]) -> np.ndarray:
+    return from_tflite(interpreter.get_tensor(detail["index"]), detail, onnx_shape)
+
+
+def _by_name(names: list[str], details: list[dict], role: str) -> dict[str, dict]:
+    """The TFLite tensor for each ONNX name: by name (edge-sdk keeps them), else by position (other
+    converters rename them) when the counts agree."""
+    found = {d["name"]: d for d in details}
+    if all(n in found for n in names):
+        return {n: found[n] for n in names}
+    if len(details) == len(names):
+        return dict(zip(names, details, strict=True))
+    raise ExportError(
+        f"the .tflite has {len(details)} {role}(s) and the ONNX model {len(names)}; pass the model it was made from"
+    )
 
 
 def to_tflite(array: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:

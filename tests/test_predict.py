@@ -26,7 +26,7 @@ from edge_sdk import zoo
 from edge_sdk.benchmark import benchmark
 from edge_sdk.calibrate import reference_csv, zoo_files
 from edge_sdk.demo import DEMO_MODEL
-from edge_sdk.errors import UsageError
+from edge_sdk.errors import ModelError, UsageError
 from edge_sdk.latency_model import (
     GroupKey,
     OpClass,
@@ -363,8 +363,8 @@ def test_predict_targets_reads_the_models_own_runs_from_the_store(host_like, tmp
     assert on_host.prediction.latency_ms == pytest.approx(0.05, rel=0.2)
     assert on_pi.prediction.method.startswith("roofline-fit of host/onnxruntime/1t/fp32")
     assert on_pi.extra["runtime"] == "onnxruntime" and on_pi.extra["precision"] == "fp32"
-    with pytest.raises(UsageError, match=r"pass the \.onnx model"):
-        predict_targets(tmp_path / "model.tflite", ["rpi5"], db=db)
+    with pytest.raises(ModelError, match=r"cannot read .*model\.tflite"):
+        predict_targets(tmp_path / "model.tflite", ["rpi5"], db=db)  # a .tflite is read as it is; here none exists
 
 
 def test_a_cpu_fit_is_not_scaled_to_an_accelerator(family, host_like):
@@ -453,3 +453,33 @@ def test_calibrating_the_host_tightens_predict_targets(tmp_path, tiny_model_path
     # rpi5 has no measurements of its own: scaled from the host, with a wide band and the way to tighten it
     assert on_pi5.extra["fit_group"].startswith("host/onnxruntime")
     assert "edge-sdk profile --calibrate" in on_pi5.extra["warning"] and "--device" in on_pi5.extra["warning"]
+
+
+def test_a_tflite_from_any_converter_is_read_as_it_is(tmp_path):
+    """A .tflite is predicted from its own operators: MACs as in the ONNX model, precision from its types."""
+    from edge_sdk.export import export_tflite
+    from edge_sdk.tflite_features import load_tflite
+
+    demo = Path(__file__).parents[1] / "edge_sdk" / "assets" / "demo_mnist.onnx"
+    path = tmp_path / "demo.int8.tflite"
+    path.write_bytes(export_tflite(demo, "rpi5", precision="int8", calibration="demo", speed_threads=()).flatbuffer)
+    model = load_tflite(path)
+    assert model.precision is Precision.INT8
+    feats = model.features(load_target("rpi5"), precision=model.precision, runtime="litert")
+    assert sum(feats.macs) == 922_336
+    failures: list[tuple[str, str]] = []
+    results = predict_targets(path, ["rpi4b", "coral-edgetpu-usb"], db=tmp_path / "r.sqlite", failures=failures)
+    assert [r.target for r in results] == ["rpi4b"]
+    p = results[0].prediction
+    assert p is not None and 0 < p.low_ms <= p.latency_ms <= p.high_ms
+    assert failures and failures[0][0] == "coral-edgetpu-usb" and "measure on the device" in failures[0][1]
+
+
+def test_a_truncated_tflite_is_a_model_error(tmp_path):
+    from edge_sdk.errors import ModelError
+    from edge_sdk.tflite_features import load_tflite
+
+    path = tmp_path / "cut.tflite"
+    path.write_bytes(b"\x18\x00\x00\x00TFL3" + b"\x00" * 8)
+    with pytest.raises(ModelError, match=r"cut\.tflite"):
+        load_tflite(path)
