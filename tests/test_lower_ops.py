@@ -913,3 +913,18 @@ def test_lowering_is_deterministic():
     loaded = load_model(model)
     assert lower_to_tflite(loaded).flatbuffer == lower_to_tflite(loaded).flatbuffer
     assert lower(model).flatbuffer == lower(model).flatbuffer
+
+
+def test_erf_is_approximated_within_its_bound():
+    """No TFLite ERF builtin: Abramowitz-Stegun 7.1.26, absolute error < 1.5e-7 in exact arithmetic
+    (4e-7 in float32), so torch's opset-18 GELU (x * 0.5 * (1 + erf(x / sqrt 2))) lowers too."""
+    nodes = [
+        node("Div", ["x", "root2"], ["scaled"]),
+        node("Erf", ["scaled"], ["e"]),
+        node("Add", ["e", "one"], ["e1"]),
+        node("Mul", ["x", "e1"], ["m"]),
+        node("Mul", ["m", "half"]),
+    ]
+    inits = [const(n, np.float32(v)) for n, v in (("root2", np.sqrt(2)), ("one", 1.0), ("half", 0.5))]
+    model = graph(nodes, [("x", (2, 64))], ["y"], inits)
+    check(model, {"x": rand(0, (2, 64)) * 4}, atol=2e-6, rtol=0)

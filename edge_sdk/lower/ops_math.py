@@ -205,6 +205,41 @@ def convert_gelu(ctx: Lowering, node: onnx.NodeProto) -> None:
     ctx.op(Op.GELU, [x.index], [out], options("GeluOptions", approximate=attr(node, "approximate", "none") == "tanh"))
 
 
+# Abramowitz & Stegun 7.1.26: erf(x) = sign(x) (1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-x^2)),
+# t = 1 / (1 + p |x|); absolute error below 1.5e-7 over the whole real line.
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def convert_erf(ctx: Lowering, node: onnx.NodeProto) -> None:
+    """No TFLite builtin: the Abramowitz-Stegun 7.1.26 approximation (absolute error < 1.5e-7) from ABS,
+    MUL, ADD, DIV, EXP, NEG, SIGN."""
+    x = ctx.value(node.input[0])
+    shape = x.stored_shape
+
+    def const(value: float) -> int:
+        return ctx.constant("erf_c", np.float32(value))
+
+    def step(code: int, inputs: list[int], label: str, kind: str | None = None) -> int:
+        out = ctx.scratch(label, shape)
+        ctx.op(code, inputs, [out], options(kind) if kind else (0, None))
+        return out
+
+    magnitude = step(Op.ABS, [x.index], "abs", "AbsOptions")
+    scaled = step(Op.MUL, [magnitude, const(_ERF_P)], "p_abs", "MulOptions")
+    t = step(Op.DIV, [const(1.0), step(Op.ADD, [scaled, const(1.0)], "1_p_abs", "AddOptions")], "t", "DivOptions")
+    poly = step(Op.MUL, [t, const(_ERF_A[4])], "poly4", "MulOptions")
+    for i, a in enumerate(reversed(_ERF_A[:4])):
+        poly = step(Op.ADD, [poly, const(a)], f"poly_add{i}", "AddOptions")
+        poly = step(Op.MUL, [poly, t], f"poly_mul{i}", "MulOptions")
+    square = step(Op.MUL, [x.index, x.index], "square", "MulOptions")
+    decay = step(Op.EXP, [step(Op.NEG, [square], "neg_square", "NegOptions")], "exp", "ExpOptions")
+    tail = step(Op.MUL, [poly, decay], "tail", "MulOptions")
+    body = step(Op.SUB, [const(1.0), tail], "erf_abs", "SubOptions")
+    sign = step(Op.SIGN, [x.index], "sign", "SignOptions")
+    ctx.op(Op.MUL, [body, sign], [ctx.output(node.output[0], x.shape, nhwc=x.nhwc)], options("MulOptions"))
+
+
 def convert_softmax(ctx: Lowering, node: onnx.NodeProto) -> None:
     """SOFTMAX over the last stored axis (the channel axis of a feature map); other axes only where a layout makes
     them last."""
@@ -256,6 +291,7 @@ CONVERTERS: dict[str, Callable[[Lowering, onnx.NodeProto], None]] = {
     "HardSigmoid": convert_hard_sigmoid,
     "HardSwish": convert_hard_swish,
     "Gelu": convert_gelu,
+    "Erf": convert_erf,
     "Softmax": convert_softmax,
     "Cast": convert_cast,
     "Identity": convert_identity,
