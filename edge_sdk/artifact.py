@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +46,33 @@ def model_bytes(model: onnx.ModelProto) -> bytes:
     return model.SerializeToString(deterministic=True)
 
 
+def replace_atomically(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Write every file to a temporary name beside it, then rename them all into place: a crash or an
+    interrupt leaves the old files (or none), never a half-written one. The directories must exist."""
+    temps: list[Path] = []
+    try:
+        for final, content in files:
+            # unique per writer ("x" never reuses another's file): concurrent writers do not collide
+            temp = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+            temps.append(temp)
+            with open(temp, "xb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for (final, _), temp in zip(files, temps, strict=True):
+            os.replace(temp, final)
+    except BaseException as exc:
+        for temp in temps:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+        if isinstance(exc, OSError):
+            where = files[0][0]
+            raise UsageError(
+                f"cannot write {where} ({exc.strerror}); check the output directory and free space"
+            ) from None
+        raise
+
+
 def write_artifact(path: Path, data: bytes, manifest: dict[str, Any]) -> Artifact:
     """Write `data` to `path` and `manifest` (plus sha256, size and versions) beside it as
     `<path>.json`; atomically, and with sorted keys so equal inputs give equal bytes."""
@@ -61,26 +90,5 @@ def write_artifact(path: Path, data: bytes, manifest: dict[str, Any]) -> Artifac
     }
     manifest_path = path.with_name(path.name + ".json")
     text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    pending = [(path, data), (manifest_path, text.encode())]
-    temps: list[Path] = []
-    try:
-        for final, content in pending:
-            temp = final.with_name(f".{final.name}.partial")
-            temps.append(temp)
-            with open(temp, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for (final, _), temp in zip(pending, temps, strict=True):
-            os.replace(temp, final)
-    except OSError as exc:
-        for temp in temps:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-        raise UsageError(f"cannot write {path} ({exc.strerror}); check the output directory and free space") from None
-    except BaseException:
-        for temp in temps:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-        raise
+    replace_atomically([(path, data), (manifest_path, text.encode())])
     return Artifact(path=path, manifest_path=manifest_path, sha256=digest, size_bytes=len(data))

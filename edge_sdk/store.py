@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from edge_sdk.artifact import replace_atomically
 from edge_sdk.errors import StoreError, UsageError
 from edge_sdk.measurement import BenchmarkResult, Conditions, LatencyStats, OpTime, Prediction, Source
 from edge_sdk.serialize import to_jsonable
@@ -435,19 +435,9 @@ def _summary(run: StoredRun) -> dict[str, Any]:
 
 
 def _write_atomically(path: Path, text: str) -> Path:
-    """Write to a temporary file beside `path`, then rename it into place."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temp, "x", encoding="utf-8", newline="") as stream:  # "x": never reuse another's file
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        if isinstance(exc, OSError):
-            raise UsageError(f"cannot write {path} ({exc.strerror}); check the directory and free space") from None
-        raise
+    except OSError as exc:
+        raise UsageError(f"cannot write {path} ({exc.strerror}); check the directory and free space") from None
+    replace_atomically([(path, text.encode("utf-8"))])
     return path
