@@ -216,7 +216,7 @@ def _speed_warnings(speed: list[Speed], split: DelegateSplit) -> list[str]:
     slow = [s for s in speed if s.quantized_ms >= s.float_ms]
     if not slow:
         return []
-    timings = ", ".join(f"{s.threads} thread(s) {s.quantized_ms:.2f} ms vs {s.float_ms:.2f} ms" for s in slow)
+    timings = ", ".join(s.against_float for s in slow)
     return [f"the exported model is not faster than float in LiteRT here ({timings}): {split.text}"]
 
 

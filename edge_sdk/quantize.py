@@ -68,6 +68,10 @@ class Speed:
     float_ms: float
     quantized_ms: float
 
+    @property
+    def against_float(self) -> str:
+        return f"{self.threads} thread(s) {self.quantized_ms:.2f} ms vs {self.float_ms:.2f} ms"
+
 
 @dataclass(frozen=True)
 class QuantizeResult:
@@ -300,7 +304,7 @@ def _speed_warnings(speed: list[Speed], proto: onnx.ModelProto, the_plan: QuantP
         why.append(f"{len(the_plan.float_nodes)} nodes stay in float and every boundary adds a Q/DQ round trip")
     if not why:
         why.append("this host's ONNX Runtime int8 kernels are not faster for these layer shapes")
-    timings = ", ".join(f"{s.threads} thread(s) {s.quantized_ms:.2f} ms vs {s.float_ms:.2f} ms" for s in slow)
+    timings = ", ".join(s.against_float for s in slow)
     return [f"the quantized model is slower than float in ONNX Runtime here ({timings}): {'; '.join(why)}"]
 
 

@@ -284,17 +284,22 @@ def quantization(result) -> Group:
         parts.append(table)
     if result.fallback is not None:
         parts.append(_fallback_line(result.fallback))
-    speed = Table(title="ONNX Runtime on this host (median ms)")
-    for column in ("threads", "float", "quantized", "speed-up"):
-        speed.add_column(column, justify="right")
-    for s in result.speed:
-        speed.add_row(
-            str(s.threads), f"{s.float_ms:.3f}", f"{s.quantized_ms:.3f}", f"{s.float_ms / s.quantized_ms:.2f}x"
-        )
-    parts.append(speed)
+    parts.append(_speed_table(result.speed, "ONNX Runtime on this host (median ms)", "quantized"))
     for warning in result.warnings:
         parts.append(Text(f"note: {warning}", style="yellow"))
     return Group(*parts)
+
+
+def _speed_table(speeds, title: str, label: str) -> Table:
+    """Float against quantized (or exported) latency per thread count."""
+    table = Table(title=title)
+    for column in ("threads", "float", label, "speed-up"):
+        table.add_column(column, justify="right")
+    for s in speeds:
+        table.add_row(
+            str(s.threads), f"{s.float_ms:.3f}", f"{s.quantized_ms:.3f}", f"{s.float_ms / s.quantized_ms:.2f}x"
+        )
+    return table
 
 
 def _fallback_line(fb) -> Text:
@@ -341,14 +346,7 @@ def export(result) -> Group:
         head.add_row("wrote", Text(f"{result.artifact.path} (+ .json manifest), {size(result.artifact.size_bytes)}"))
     parts: list = [head, _fidelity_table(result.fidelity, "LiteRT against the float ONNX model")]
     if result.speed:
-        speed = Table(title="LiteRT (XNNPACK) on this host, median ms")
-        for column in ("threads", "float", "exported", "speed-up"):
-            speed.add_column(column, justify="right")
-        for s in result.speed:
-            speed.add_row(
-                str(s.threads), f"{s.float_ms:.3f}", f"{s.quantized_ms:.3f}", f"{s.float_ms / s.quantized_ms:.2f}x"
-            )
-        parts.append(speed)
+        parts.append(_speed_table(result.speed, "LiteRT (XNNPACK) on this host, median ms", "exported"))
     if result.xnnpack is not None:
         parts.append(Text(result.xnnpack.text))
     if result.vela is not None:
