@@ -7,6 +7,7 @@ target's runtime takes all of them), so there are no partition transfers to coun
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -47,8 +48,7 @@ class TfliteModel:
         schema = _schema()
         model = schema.Model.GetRootAs(self.flatbuffer, 0)
         graph = model.Subgraphs(0)
-        codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-        rows = [_row(model, graph, graph.Operators(i), codes) for i in range(graph.OperatorsLength())]
+        rows = [_row(model, graph, graph.Operators(i), _op_names(schema)) for i in range(graph.OperatorsLength())]
         return ModelFeatures(
             model_name=self.name,
             model_sha256=self.sha256,
@@ -88,11 +88,16 @@ def _schema():
     return schema
 
 
+@functools.cache
+def _op_names(schema) -> dict[int, str]:
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
 def _precision(data: bytes) -> Precision:
     schema = _schema()
     model = schema.Model.GetRootAs(data, 0)
     graph = model.Subgraphs(0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    names = _op_names(schema)
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
         code = model.OperatorCodes(op.OpcodeIndex())

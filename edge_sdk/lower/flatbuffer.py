@@ -24,6 +24,7 @@ BuiltinOperator = schema.BuiltinOperator
 BuiltinOptions = schema.BuiltinOptions
 Activation = schema.ActivationFunctionType
 Padding = schema.Padding
+OP_NAMES: dict[int, str] = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
 
 _TFLITE_TYPES: dict[np.dtype, int] = {
     np.dtype(np.float32): schema.TensorType.FLOAT32,

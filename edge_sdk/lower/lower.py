@@ -17,8 +17,8 @@ from onnx import numpy_helper
 from edge_sdk.errors import ExportError
 from edge_sdk.lower import ops_conv, ops_math, ops_reduce, ops_shape
 from edge_sdk.lower.context import TO_NCHW, TO_NHWC, Lowering, Value
+from edge_sdk.lower.flatbuffer import OP_NAMES, FlatbufferBuilder, options, schema
 from edge_sdk.lower.flatbuffer import BuiltinOperator as Op
-from edge_sdk.lower.flatbuffer import FlatbufferBuilder, options, schema
 from edge_sdk.lower.fuse import FusionPlan, plan_fusions
 from edge_sdk.model import Model
 
@@ -182,9 +182,8 @@ def _finish_output(ctx: Lowering, name: str, nchw_io: bool) -> int:
 
 
 def _op_counts(fb: FlatbufferBuilder) -> dict[str, int]:
-    names = {v: k for k, v in vars(Op).items() if not k.startswith("_")}
     counts: dict[str, int] = {}
     for op in fb.operators:
-        code = names[fb.opcodes[op.opcodeIndex].builtinCode]
+        code = OP_NAMES[fb.opcodes[op.opcodeIndex].builtinCode]
         counts[code] = counts.get(code, 0) + 1
     return dict(sorted(counts.items()))
