@@ -177,7 +177,7 @@ def _from_recipe(
             f"{', '.join(specs)}; set model_input in the recipe (recipes feed single-input models)"
         )
     spec = specs[recipe.model_input]
-    size = _spatial_size(spec, recipe.layout)
+    size = spatial_size(spec, recipe.layout)
     limit = max_samples or (recipe.samples if split == CALIBRATION_SPLIT else 0) or None
     data = load_split(recipe, split, size=size, max_samples=limit, progress=progress)
     inputs = _to_layout(data.inputs, recipe.layout, spec)
@@ -203,7 +203,7 @@ def _from_folder(
             "pass a .npz keyed by input name instead"
         )
     spec = model.inputs[0]
-    layout = _image_layout(spec)
+    layout = image_layout(spec)
     channels = spec.shape[1] if layout == "NCHW" else spec.shape[3]
     recipe = folder_recipe(folder, preprocess, model_input=spec.name, layout=layout, channels=channels)
     return _from_recipe(recipe, model, CALIBRATION_SPLIT, max_samples, progress)
@@ -367,13 +367,13 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in shape) or "scalar"
 
 
-def _image_layout(spec: TensorSpec) -> str:
+def image_layout(spec: TensorSpec) -> str:
     """NCHW unless the shape only reads as NHWC (channels last, 1-4 of them)."""
     _, second, _, last = spec.shape
     return "NHWC" if last <= 4 < second else "NCHW"
 
 
-def _spatial_size(spec: TensorSpec, layout: str) -> tuple[int, int] | None:
+def spatial_size(spec: TensorSpec, layout: str) -> tuple[int, int] | None:
     if len(spec.shape) != 4:
         return None
     return (spec.shape[2], spec.shape[3]) if layout == "NCHW" else (spec.shape[1], spec.shape[2])

@@ -23,6 +23,7 @@ from edge_sdk.lower.io_types import float_io
 from edge_sdk.lower.lower import Lowered, lower_to_tflite
 from edge_sdk.model import Model, load_model
 from edge_sdk.prepass import correct_bias, round_weights
+from edge_sdk.preprocessing import DeployInfo, deploy_info
 from edge_sdk.profile import Kind, Precision, TargetProfile
 from edge_sdk.quantize import BIAS_SAMPLES, VERIFY_SAMPLES, Rounding, Speed
 from edge_sdk.serialize import to_jsonable
@@ -76,10 +77,12 @@ def export_tflite(
     targets_dirs: Sequence[str | Path] = (),
     speed_threads: Sequence[int] = (1, 2),
     on_stage: Stage | None = None,
+    deploy: DeployInfo | None = None,
 ) -> ExportResult:
     """Lower, quantize (int8, int16x8, dynamic-int8) or store fp16/fp32, verify in LiteRT, write.
 
-    `int8_io` defaults to the target's kind: quantized I/O for NPUs, float I/O for CPUs and GPUs."""
+    `int8_io` defaults to the target's kind: quantized I/O for NPUs, float I/O for CPUs and GPUs.
+    `deploy` (the preprocessing and class names for the manifest) defaults to what `calibration` says."""
     started = time.perf_counter()
     stage = on_stage or (lambda _: None)
     profile = target if isinstance(target, TargetProfile) else load_target(target, targets_dirs)
@@ -95,7 +98,8 @@ def export_tflite(
     quantized_io = profile.kind is Kind.NPU if int8_io is None else int8_io
     if chosen in TFLITE_PRECISIONS:
         stage(f"quantizing to {chosen.value} with ai-edge-quantizer")
-        flatbuffer = quantize_tflite(flatbuffer, chosen, calib.to_nhwc() if calib is not None else None)
+        samples = calib if calib is None or not lowered.nhwc_io else calib.to_nhwc()  # in the .tflite's layout
+        flatbuffer = quantize_tflite(flatbuffer, chosen, samples)
         flatbuffer = flatbuffer if quantized_io or chosen is Precision.DYNAMIC_INT8 else float_io(flatbuffer)
     stage("verifying in LiteRT against the float model")
     data, verified_on, labels = _verification_data(loaded, calib, evaluation, preprocess)
@@ -125,7 +129,9 @@ def export_tflite(
         vela=vela,
         flatbuffer=flatbuffer,
     )
-    return _write(result, loaded, output) if output is not None else result
+    if output is None:
+        return result
+    return _write(result, loaded, output, deploy or deploy_info(calibration, preprocess, loaded))
 
 
 def _precision(profile: TargetProfile, precision: Precision | str | None) -> Precision:
@@ -227,13 +233,15 @@ def _io_dtype(flatbuffer: bytes) -> str:
     return str(np.dtype(details[0]["dtype"])) if details else "float32"
 
 
-def _write(result: ExportResult, model: Model, output: Path) -> ExportResult:
+def _write(result: ExportResult, model: Model, output: Path, deploy: DeployInfo) -> ExportResult:
     from dataclasses import replace
 
     path = output if output.suffix == ".tflite" else output / f"{model.name}.{result.precision.value}.tflite"
     manifest = {
         "kind": "tflite",
         "source_model": {"name": model.name, "sha256": model.sha256},
+        "preprocess": deploy.preprocess,
+        "labels": deploy.labels or None,
         **{k: v for k, v in result.to_dict().items() if k not in ("artifact", "seconds", "vela")},
     }
     data = result.flatbuffer

@@ -56,7 +56,7 @@ def read_host_info(proc: Path = Path("/proc"), sys_cpu: Path = Path("/sys/device
     return HostInfo(
         cpu_model=model or platform.machine(),
         machine=platform.machine(),
-        cores=_usable_cores(),
+        cores=usable_cores(),
         clock_mhz=_clock_mhz(fields, sys_cpu),
         isa=isa,
         ram_mb=_ram_mb(_read(proc / "meminfo")),
@@ -64,7 +64,8 @@ def read_host_info(proc: Path = Path("/proc"), sys_cpu: Path = Path("/sys/device
     )
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, as a container or taskset limits it)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1

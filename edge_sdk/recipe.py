@@ -79,6 +79,7 @@ class Recipe:
     resize: int | None = None
     crop: tuple[int, int] | None = None
     preprocess: str | None = None
+    class_names: tuple[str, ...] = ()  # what each label index means, for demos and reports
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ def parse_recipe(data: dict, file: Path) -> Recipe:
         resize=top.get("resize", int),
         crop=_crop(top),
         preprocess=preprocess,
+        class_names=block.get_list("class_names", str),
     )
     top.done()
     block.done()

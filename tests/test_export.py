@@ -157,6 +157,11 @@ def test_nchw_io_keeps_the_onnx_layout():
     assert result.fidelity.outputs[0].max_abs_error < 1e-4
 
 
+def test_nchw_io_int8_calibrates_in_the_onnx_layout():
+    result = export_tflite(DEMO, "rpi5", precision="int8", calibration="demo", nchw_io=True, speed_threads=())
+    assert not result.nhwc_io and result.fidelity.outputs[0].sqnr_db > 30
+
+
 @pytest.mark.slow
 def test_efficientnet_lite0_fp32_and_int8(efficientnet_lite0_onnx: Path):
     model = load_model(efficientnet_lite0_onnx)
