@@ -10,6 +10,7 @@ Importing the package reads no files. The public API:
     bench_device, bench_fleet  measure on devices over SSH
     predict, predict_targets   latency on devices you do not have, with an error band
     open_store                 the SQLite results store
+    compile_model              all of it for a list of targets: bundles, report.json and report.html
 """
 
 from edge_sdk.benchmark import benchmark
@@ -36,6 +37,7 @@ from edge_sdk.verify import verify
 __version__ = "0.1.0"
 
 _LAZY = {  # heavier imports (LiteRT's schema, asyncssh, the latency model) wait until first use
+    "compile_model": "edge_sdk.compile",
     "export_tflite": "edge_sdk.export",
     "bench_device": "edge_sdk.remote",
     "bench_fleet": "edge_sdk.fleet",
@@ -74,6 +76,7 @@ __all__ = [
     "bench_device",
     "bench_fleet",
     "benchmark",
+    "compile_model",
     "export_tflite",
     "inspect",
     "list_targets",

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from edge_sdk import __version__, cli_profile, render
+from edge_sdk import __version__, cli_compile, cli_profile, render
 from edge_sdk.cli_common import JsonOpt, TargetsDirOpt, err, out, parse_input_shapes
 from edge_sdk.cli_common import emit_json as _emit_json
 from edge_sdk.cli_common import stage_display as _stage_display
@@ -31,6 +31,8 @@ app = typer.Typer(
 )
 targets_app = typer.Typer(no_args_is_help=True, help="The device target registry.")
 app.add_typer(targets_app, name="targets")
+app.command("compile")(cli_compile.compile_cmd)
+app.command("demo")(cli_compile.demo_cmd)
 app.command("profile")(cli_profile.profile_cmd)
 app.command("bench")(cli_profile.bench_cmd)
 app.add_typer(cli_profile.results_app, name="results")
@@ -229,19 +231,6 @@ def verify_cmd(
         _emit_json(fidelity.to_dict())
     else:
         out.print(render.verification(fidelity, layers=per_layer))
-
-
-@app.command("demo")
-def demo_cmd(json_out: JsonOpt = False, targets_dir: TargetsDirOpt = None) -> None:
-    """Run every stage that exists on the built-in demo model, for every target."""
-    from edge_sdk.demo import run_demo
-
-    if json_out:
-        _emit_json(run_demo(targets_dirs=targets_dir or ()).to_dict())
-        return
-    with err.status("running the demo model through every target ..."):
-        result = run_demo(targets_dirs=targets_dir or ())
-    out.print(render.demo(result))
 
 
 def _fail(message: str, code: int) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -205,11 +205,13 @@ def predict_targets(
     targets_dirs: Sequence[str | Path] = (),
     reference: str | Path | None = None,
     failures: list[tuple[str, str]] | None = None,
+    precisions: Mapping[str, Precision] | None = None,
 ) -> list[BenchmarkResult]:
     """Predict an ONNX model on each target, fitted on every measurement whose graph is at hand: the
     published latencies (`reference`, default: the CSV shipped in targets/), and the stored runs, on this
     host and on each target, of the SDK's zoo (`calibrate_host`), of this model and of `models`.
     With `failures`, a target that cannot be predicted adds (target id, reason) there instead of raising.
+    `precisions` (by target id) overrides `predict`'s default precision, e.g. int8 for a float ONNX model.
     The runtime is the one the target's own measurements are in, when only one of its runtimes has them
     (the published Raspberry Pi latencies are LiteRT's); else ONNX Runtime where the target lists it and
     anything was measured with it (the .onnx file measured on this host); else its first measured one."""
@@ -232,7 +234,13 @@ def predict_targets(
         try:
             results.append(
                 predict(
-                    loaded, profile, threads=threads, runtime=runtime, measurements=fitted, targets_dirs=targets_dirs
+                    loaded,
+                    profile,
+                    precision=(precisions or {}).get(profile.id),
+                    threads=threads,
+                    runtime=runtime,
+                    measurements=fitted,
+                    targets_dirs=targets_dirs,
                 )
             )
         except EdgeSdkError as exc:  # with `failures`, one target that cannot be predicted does not stop the rest

@@ -6,7 +6,6 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from edge_sdk.demo import DemoResult
 from edge_sdk.inspection import Inspection, TargetReport
 from edge_sdk.profile import TargetProfile
 from edge_sdk.support import Where, rule_text
@@ -202,22 +201,6 @@ def _fallbacks(r: TargetReport) -> Table:
     for f in r.fallbacks:
         table.add_row(f.op_type, str(f.nodes), Text(f.reason))
     return table
-
-
-def demo(result: DemoResult) -> Group:
-    stated = f" (stated in the recipe: {result.stated_accuracy:.2%})" if result.stated_accuracy is not None else ""
-    line = Text(
-        f"demo model float top-1 accuracy {result.float_accuracy:.2%} on {result.eval_samples} "
-        f"held-out MNIST digits, measured now with ONNX Runtime{stated}"
-    )
-    table = Table(title="Quantized with each target's rules (ONNX Runtime engine, 1,000 held-out digits)")
-    for column in ("target", "precision", "accuracy", "vs float (points)", "SQNR dB", "note"):
-        table.add_column(column)
-    for q in result.quantized:
-        drop = "-" if q.accuracy is None else f"{100 * (q.accuracy - result.float_accuracy):+.1f}"
-        note = f"same plan as {q.shared_with}" if q.shared_with else ""
-        table.add_row(q.target, q.precision, _pct(q.accuracy), drop, f"{q.sqnr_db:.1f}", note)
-    return Group(line, inspection(result.inspection), table)
 
 
 def _fidelity_table(fidelity, title: str) -> Table:

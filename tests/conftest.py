@@ -15,6 +15,15 @@ from onnx import TensorProto, helper, numpy_helper
 CACHE = Path(os.environ.get("EDGE_SDK_TEST_CACHE", Path.home() / ".cache" / "edge-sdk-tests"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_results_store(tmp_path_factory: pytest.TempPathFactory):
+    """Commands that store runs (profile, bench, compile) write to a store of the test session's own,
+    never the user's; subprocesses inherit it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGE_SDK_DB", str(tmp_path_factory.mktemp("store") / "results.sqlite"))
+        yield
+
+
 def const(name: str, array: np.ndarray) -> TensorProto:
     return numpy_helper.from_array(np.asarray(array), name)
 
