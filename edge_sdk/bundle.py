@@ -26,23 +26,32 @@ REPORT_JSON = "report.json"  # marks a directory as an edge-sdk build, which a n
 @contextlib.contextmanager
 def staged_output(output: Path) -> Iterator[Path]:
     """A fresh staging directory beside `output`; on success it replaces `output`, on any error or
-    interrupt it is removed and `output` is left as it was."""
+    interrupt it is removed (with any parent directories it created) and `output` is left as it was."""
     output = Path(output)
-    _check_replaceable(output)
+    check_output(output)
+    created = _missing_parents(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         staging = output.with_name(f".{output.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
         staging.mkdir()
     except OSError as exc:
+        _remove_empty(created)
         raise UsageError(f"cannot create the output directory {output} ({exc.strerror}); choose another -o") from None
+    done = False
     try:
         yield staging
         _promote(staging, output)
+        done = True
+    except UsageError as exc:  # name the output, not the staging directory that is about to go
+        raise UsageError(str(exc).replace(str(staging), str(output))) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            _remove_empty(created)
 
 
-def _check_replaceable(output: Path) -> None:
+def check_output(output: Path) -> None:
+    """Refuse an output that is a file, or a non-empty directory holding no edge-sdk build."""
     if output.exists() and not output.is_dir():
         raise UsageError(f"output {output} is a file; pass a directory for -o")
     if output.is_dir() and any(output.iterdir()) and not (output / REPORT_JSON).is_file():
@@ -50,6 +59,22 @@ def _check_replaceable(output: Path) -> None:
             f"output directory {output} is not empty and holds no edge-sdk build ({REPORT_JSON}); "
             "pass a new or empty directory for -o"
         )
+
+
+def _missing_parents(output: Path) -> list[Path]:
+    """The parents of `output` that do not exist yet, deepest first."""
+    missing = []
+    parent = output.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    return missing
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for directory in directories:
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only if empty: never anything a user put there meanwhile
 
 
 def _promote(staging: Path, output: Path) -> None:

@@ -83,6 +83,8 @@ def load_calibration(
     it is not known in advance)."""
     if max_samples is not None and max_samples <= 0:
         raise UsageError(f"max_samples must be a positive count, got {max_samples}")
+    if preprocess is not None and preprocess not in PREPROCESSINGS:  # also where a source would ignore it
+        raise DataError(f"unknown preprocessing '{preprocess}'; pass one of: {', '.join(PREPROCESSINGS)}")
     if isinstance(source, Recipe):
         data = _from_recipe(source, model, split, max_samples, progress)
     elif isinstance(source, str | Path):

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from edge_sdk import __version__, cli_compile, cli_profile, render
-from edge_sdk.cli_common import JsonOpt, TargetsDirOpt, err, out, parse_input_shapes
+from edge_sdk.cli_common import JsonOpt, TargetsDirOpt, err, native_stderr_filtered, out, parse_input_shapes
 from edge_sdk.cli_common import emit_json as _emit_json
 from edge_sdk.cli_common import stage_display as _stage_display
 from edge_sdk.engines import EngineName
@@ -243,8 +243,15 @@ def _fail(message: str, code: int) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("onnxslim").setLevel(logging.ERROR)
+    with native_stderr_filtered():
+        _run()
+
+
+def _run() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into this return value outside standalone mode
+            _fail("interrupted; nothing was written", 130)
     except EdgeSdkError as exc:
         _fail(str(exc), exc.exit_code)
     except typer.Exit as exc:

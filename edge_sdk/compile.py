@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.artifact import Artifact, model_bytes, write_artifact
-from edge_sdk.bundle import is_microcontroller, staged_output, write_device_files
+from edge_sdk.bundle import check_output, is_microcontroller, staged_output, write_device_files
 from edge_sdk.calibration import CalibrationData, check_calibration, load_calibration
 from edge_sdk.compile_profile import ProfileOptions, TargetLatency, profile_bundles
 from edge_sdk.errors import UsageError
 from edge_sdk.export import TFLITE_FORMATS, export_tflite
+from edge_sdk.fallback import Budget
 from edge_sdk.model import Model, load_model
-from edge_sdk.plan import FloatNode
+from edge_sdk.plan import FloatNode, check_float
 from edge_sdk.preprocessing import DeployInfo, deploy_info
 from edge_sdk.profile import Precision, TargetProfile
 from edge_sdk.quantize import quantize
@@ -120,13 +121,17 @@ def compile_model(
 
     started = time.perf_counter()
     stage = on_stage or (lambda _text: None)
+    check_output(Path(output))
     profiles = _profiles(targets, targets_dirs)
     formats = {p.id: _format(p, fmt) for p in profiles}
-    chosen = Precision(precision) if precision else None
+    chosen = _parse_precision(precision) if precision else None
     _check_precisions(profiles, chosen, calibration)
     options = profiling or ProfileOptions(targets_dirs=tuple(targets_dirs))
     options.check(profiles)
+    if max_drop is not None or min_sqnr_db is not None:
+        Budget(max_drop, min_sqnr_db)  # refuses a negative or non-finite budget before any work
     loaded = model if isinstance(model, Model) else load_model(model, input_shapes=input_shapes)
+    check_float(loaded)
     inputs, notes = _load_data(loaded, calibration, evaluation, preprocess, chosen, stage, on_progress)
     inputs = replace(inputs, max_drop=max_drop, min_sqnr_db=min_sqnr_db)
     with staged_output(output) as staging:
@@ -151,6 +156,14 @@ def compile_model(
     return replace(result, bundles=tuple(_moved(b, staging, Path(output)) for b in bundles), report=report)
 
 
+def _parse_precision(precision: Precision | str) -> Precision:
+    try:
+        return Precision(precision)
+    except ValueError:
+        known = ", ".join(p.value for p in Precision)
+        raise UsageError(f"precision '{precision}' is not one of {known}") from None
+
+
 def _prefixed(stage: Stage, prefix: str, text: str) -> None:
     stage(prefix + text)
 
@@ -168,7 +181,7 @@ def _profiles(targets: Sequence[str | TargetProfile], dirs: Sequence[str | Path]
 def _format(profile: TargetProfile, fmt: Format | str | None) -> Format:
     """The target's first format compile can write (or `fmt`, when the target deploys it)."""
     producible = [f for f in map(_producible, profile.deploy.formats) if f is not None]
-    wanted = Format(fmt) if fmt is not None else None
+    wanted = _parse_format(fmt) if fmt is not None else None
     if wanted in producible or (wanted is None and producible):
         return wanted or producible[0]
     deploys = ", ".join(profile.deploy.formats)
@@ -177,6 +190,13 @@ def _format(profile: TargetProfile, fmt: Format | str | None) -> Format:
         "compiler builds that format (`edge-sdk quantize` writes the QDQ ONNX most of them import); "
         "drop that target or that format"
     )
+
+
+def _parse_format(fmt: Format | str) -> Format:
+    try:
+        return Format(fmt)
+    except ValueError:
+        raise UsageError(f"format '{fmt}' is not one compile writes; use tflite or onnx") from None
 
 
 def producible(profile: TargetProfile) -> str | None:
@@ -372,8 +392,6 @@ def _zeros(spec: Any) -> Any:
 
 
 def _budget_note(fidelity: Fidelity, inputs: _Inputs) -> list[str]:
-    from edge_sdk.fallback import Budget
-
     budget = Budget(inputs.max_drop, inputs.min_sqnr_db)
     if budget.holds(fidelity):
         return []

@@ -40,6 +40,11 @@ class ProfileOptions:
     targets_dirs: tuple[str | Path, ...] = ()
 
     def check(self, profiles: Sequence[TargetProfile]) -> None:
+        """Refuse what would only fail after every bundle is built."""
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: give 1 or more (default: every usable core)")
+        if not self.budget_s > 0:
+            raise UsageError(f"a timing budget of {self.budget_s} s: give a positive number of seconds")
         ids = {p.id for p in profiles}
         for device in self.devices:
             if device.target not in ids:

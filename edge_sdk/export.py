@@ -22,6 +22,7 @@ from edge_sdk.errors import UsageError
 from edge_sdk.lower.io_types import float_io
 from edge_sdk.lower.lower import Lowered, lower_to_tflite
 from edge_sdk.model import Model, load_model
+from edge_sdk.plan import check_float
 from edge_sdk.prepass import correct_bias, round_weights
 from edge_sdk.preprocessing import DeployInfo, deploy_info
 from edge_sdk.profile import Kind, Precision, TargetProfile
@@ -88,6 +89,7 @@ def export_tflite(
     profile = target if isinstance(target, TargetProfile) else load_target(target, targets_dirs)
     chosen = _precision(profile, precision)
     loaded = model if isinstance(model, Model) else load_model(model, input_shapes=input_shapes)
+    check_float(loaded)
     calib, warnings = _calibration(loaded, chosen, calibration, preprocess)
     prepared, prepass = _prepass(loaded, chosen, calib, Rounding(rounding), stage)
     stage("lowering to TFLite")

@@ -8,10 +8,12 @@ then bisecting down to the fewest.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_sdk.costs import Graph
+from edge_sdk.errors import UsageError
 from edge_sdk.model import Model
 from edge_sdk.plan import FloatNode
 from edge_sdk.verify import Fidelity
@@ -23,6 +25,12 @@ _FLOOR_DB = 80.0  # a float input's "SQNR": noise-free for ranking purposes
 class Budget:
     max_drop: float | None  # metric points: accuracy with labels, else top-1 agreement with float
     min_sqnr_db: float | None
+
+    def __post_init__(self) -> None:
+        if self.max_drop is not None and not (math.isfinite(self.max_drop) and self.max_drop >= 0):
+            raise UsageError(f"--max-drop {self.max_drop:g}: give the accuracy points you can lose, 0 or more")
+        if self.min_sqnr_db is not None and not math.isfinite(self.min_sqnr_db):
+            raise UsageError(f"--min-sqnr {self.min_sqnr_db:g}: give a finite SQNR in dB, e.g. 30")
 
     def describe(self) -> str:
         parts = []

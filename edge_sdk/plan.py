@@ -58,6 +58,16 @@ class QuantPlan:
         return replace(self, float_nodes=self.float_nodes + added)
 
 
+def check_float(model: Model) -> None:
+    """Quantizing or lowering a model that is already quantized would stack a second quantization on
+    the first: refuse it, naming what gives it away."""
+    already = sorted({n.op_type for n in model.proto.graph.node if n.op_type in QUANTIZED_OPS})
+    if already:
+        raise QuantizeError(
+            f"{model.source}: the model is already quantized (it has {', '.join(already)}); pass the float model"
+        )
+
+
 def plan(
     model: Model, target: TargetProfile, *, precision: Precision | None = None, ignore: Sequence[str] = ()
 ) -> QuantPlan:
@@ -69,11 +79,7 @@ def plan(
     if chosen is Precision.FP32:
         others = ", ".join(p.value for p in target.deploy.precisions if p is not Precision.FP32)
         raise UsageError(f"fp32 needs no quantization; pick --precision {others or 'int8'}")
-    already = sorted({n.op_type for n in model.proto.graph.node if n.op_type in QUANTIZED_OPS})
-    if already:
-        raise QuantizeError(
-            f"{model.source}: the model is already quantized (it has {', '.join(already)}); pass the float model"
-        )
+    check_float(model)
     graph = Graph(model)
     names = {n.name or n.output[0] for n in graph.nodes}
     unknown = [n for n in ignore if n not in names]

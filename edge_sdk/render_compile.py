@@ -11,12 +11,15 @@ from rich.text import Text
 def compiled(result, skipped: tuple[tuple[str, str], ...] = ()) -> Group:
     title = f"{result.model.name}: {len(result.bundles)} bundle(s) in {result.output}/ ({result.seconds:.1f} s)"
     table = Table(title=title, box=box.SIMPLE_HEAD)
-    columns = ("target", "format", "size", "SQNR dB", "accuracy", "host ms", "predicted ms [band]", "device ms")
+    devices = any(b.latency.device is not None for b in result.bundles)
+    columns = ["target", "format", "size", "SQNR dB", "accuracy", "host ms", "predicted ms (band)"]
+    columns += ["device ms"] if devices else []
     for column in columns:
-        table.add_column(column, justify="left" if column in ("target", "format") else "right", no_wrap=True)
+        text = column in ("target", "format")
+        table.add_column(column, justify="left" if text else "right", no_wrap=column != "format")
     for b in result.bundles:
         out = b.fidelity.outputs[0]
-        table.add_row(
+        row = [
             b.target,
             f"{b.format} {b.precision.value}",
             _size(b.artifact.size_bytes),
@@ -24,8 +27,8 @@ def compiled(result, skipped: tuple[tuple[str, str], ...] = ()) -> Group:
             _accuracy(out),
             _median(b.latency.host),
             _predicted(b.latency.predicted),
-            _median(b.latency.device),
-        )
+        ]
+        table.add_row(*row, *([_median(b.latency.device)] if devices else []))
     parts: list = [table]
     if result.calibration:
         parts.append(Text(f"calibrated on {result.calibration}", style="dim"))
@@ -58,4 +61,4 @@ def _predicted(prediction) -> str:
         return "-"
     if prediction.low_ms == prediction.high_ms:
         return f"{prediction.latency_ms:.3g}"
-    return f"{prediction.latency_ms:.3g} [{prediction.low_ms:.2g}-{prediction.high_ms:.2g}]"
+    return f"{prediction.latency_ms:.3g} ({prediction.low_ms:.2g}-{prediction.high_ms:.2g})"

@@ -24,8 +24,13 @@ def read_toml(path: Path, error: type[EdgeSdkError]) -> dict:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML ({exc}); fix the file") from None
+    except FileNotFoundError:
+        raise error(f"{path}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory; pass the .toml file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"{path}: cannot be read ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise error(f"{path}: cannot be read ({reason}); check the file") from None
 
 
 class Table:

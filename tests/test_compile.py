@@ -20,7 +20,7 @@ from edge_sdk import runner
 from edge_sdk.compile import compile_model
 from edge_sdk.compile_profile import ProfileOptions
 from edge_sdk.demo import DEMO_MODEL
-from edge_sdk.errors import ExportError, UsageError
+from edge_sdk.errors import DataError, ExportError, UsageError
 
 if TYPE_CHECKING:
     from sshd import SshKit
@@ -186,6 +186,13 @@ def test_a_failing_target_leaves_the_previous_build_untouched(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build", "log_softmax.onnx"]
 
 
+def test_a_failed_build_leaves_no_parent_directories_behind(tmp_path: Path):
+    model = _with_log_softmax(tmp_path / "log_softmax.onnx")
+    with pytest.raises(ExportError, match="LogSoftmax"):
+        compile_model(model, ["rpi5"], calibration="demo", output=tmp_path / "a" / "b" / "out", profiling=QUIET)
+    assert [p.name for p in tmp_path.iterdir()] == ["log_softmax.onnx"]
+
+
 @pytest.mark.parametrize(
     ("targets", "kwargs", "message"),
     [
@@ -195,11 +202,13 @@ def test_a_failing_target_leaves_the_previous_build_untouched(tmp_path: Path):
         (["rpi5"], {"calibration": None}, "needs calibration data"),
         (["coral"], {"fmt": "onnx"}, "not onnx"),
         ([], {}, "at least one --target"),
+        (["rpi5"], {"max_drop": -1.0}, "--max-drop -1"),
+        (["rpi5"], {"preprocess": "imagenett"}, "unknown preprocessing 'imagenett'"),
     ],
 )
 def test_refusals_come_before_any_work(tmp_path: Path, targets, kwargs, message):
     options = {"calibration": "demo", **kwargs}
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises((UsageError, DataError), match=message):
         compile_model(DEMO_MODEL, targets, output=tmp_path / "build", profiling=QUIET, **options)
     assert list(tmp_path.iterdir()) == []
 
