@@ -376,7 +376,7 @@ def compile_(doc: Any, quick: bool) -> Extract:
     keys = ("seconds", "peak_rss_mb", "within_budget", "sqnr_db", "top1_agreement", "host_ms", "predicted_ms")
     numbers = {k: doc.get(k) for k in keys}
     notes = (f"rounds: {rounds}", f"command inside each round: `{doc.get('compile_command', '-')}`")
-    rounds_arg = (f"--rounds {len(doc.get('rounds', []))}",) if doc.get("rounds") else ()
+    rounds_arg = ("--rounds", str(len(doc["rounds"]))) if doc.get("rounds") else ()
     table = Table("edge-sdk compile, end to end (a fresh process per round)", header, (row,))
     return Extract(rounds_arg, numbers, (table,), notes, doc.get("machine"))
 

@@ -39,9 +39,11 @@ def write_report(result: CompileResult, profiles: Sequence[TargetProfile], direc
 
 def build_report(result: CompileResult, profiles: Sequence[TargetProfile], directory: Path) -> dict[str, Any]:
     model = result.model
-    totals = inspect(model, []).totals
+    inspection = inspect(model, list(profiles))
+    totals = inspection.totals
     host = read_host_info()
     by_id = {p.id: p for p in profiles}
+    placement = {t.target: _placement(t) for t in inspection.targets}
     return _finite(
         {
             "schema": SCHEMA,
@@ -58,7 +60,9 @@ def build_report(result: CompileResult, profiles: Sequence[TargetProfile], direc
             "calibration": result.calibration,
             "evaluation": result.evaluation,
             "host": {"cpu": host.cpu_model, "threads": host.cores},
-            "targets": [_target(b, by_id[b.target], directory) for b in result.bundles],
+            "targets": [
+                {**_target(b, by_id[b.target], directory), "placement": placement[b.target]} for b in result.bundles
+            ],
             "notes": list(result.notes),
             "seconds": round(result.seconds, 2),
         }
@@ -95,6 +99,22 @@ def _target(bundle: TargetBundle, profile: TargetProfile, directory: Path) -> di
         "vela": _vela(bundle.vela),
         "warnings": list(bundle.warnings),
         "seconds": round(bundle.seconds, 2),
+    }
+
+
+def _placement(target: Any) -> dict[str, Any]:
+    """Where the float graph's nodes run on the target (edge_sdk.inspect), before any conversion."""
+    return {
+        "unit": target.unit,
+        "fallback_unit": target.fallback_unit,
+        "on_unit": target.on_unit,
+        "on_fallback": target.on_fallback,
+        "unsupported": target.unsupported,
+        "macs_on_unit_pct": target.macs_on_unit_pct,
+        "partitions": target.partitions,
+        "fits": target.fit.ok,
+        "fit": target.fit.reason,
+        "fallbacks": [{"op": f.op_type, "nodes": f.nodes, "reason": f.reason} for f in target.fallbacks],
     }
 
 

@@ -81,6 +81,7 @@ def _summary_row(t: TargetView) -> list[str]:
     swatch = f'<span class="swatch" style="background:{t.colour}"></span>'
     return [
         f'<b class="id">{swatch}{esc(t.id)}</b> {esc(t.name)}<br><small>{esc(t.text("kind"))}: {esc(t.text("unit"))}'
+        + _placement(t)
         + (f"<br>{vela}</small>" if as_map(t.raw.get("vela")) else "</small>"),
         f"{esc(t.text('format'))}<br><small>{esc(t.text('precision'))}</small>",
         f'<code title="sha256 {esc(t.text("artifact", "sha256"))}">{artifact}</code>'
@@ -94,6 +95,20 @@ def _summary_row(t: TargetView) -> list[str]:
         str(len(as_list(t.raw.get("float_nodes")))),
         str(len(t.strings("warnings"))),
     ]
+
+
+def _placement(t: TargetView) -> str:
+    """Where the float graph's nodes run, as inspect judged it before conversion."""
+    place = as_map(t.raw.get("placement"))
+    if not place:
+        return ""
+    counts = "/".join(fmt_count(place.get(k)) for k in ("on_unit", "on_fallback", "unsupported"))
+    why = "; ".join(
+        f"{f.get('op')} x{f.get('nodes')}: {f.get('reason')}" for f in map(as_map, as_list(place.get("fallbacks")))
+    )
+    title = f' title="{esc(why)}"' if why else ""
+    partitions = fmt_count(place.get("partitions"))
+    return f"<br><span{title}>nodes on unit/fallback/nowhere {esc(counts)}, {partitions} partitions</span>"
 
 
 def _summary(targets: Sequence[TargetView]) -> str:

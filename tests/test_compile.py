@@ -134,6 +134,14 @@ def test_report_layer_sensitivity_for_quantized_targets(build):
             assert layers == []
 
 
+def test_report_says_where_each_targets_nodes_run(build):
+    result, report = build
+    by_id = {t["target"]: t["placement"] for t in report["targets"]}
+    assert by_id["rpi5"]["on_unit"] > 0 and by_id["rpi5"]["unsupported"] == 0
+    assert by_id["ethos-u55-128"]["fallback_unit"] and by_id["rpi5"]["fits"] is True
+    assert "nodes on unit/fallback/nowhere" in (result.output / "report.html").read_text()
+
+
 def test_report_html_has_every_plot(build):
     result, _ = build
     html = (result.output / "report.html").read_text()
