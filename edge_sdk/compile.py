@@ -124,6 +124,7 @@ def compile_model(
     check_output(Path(output))
     profiles = _profiles(targets, targets_dirs)
     formats = {p.id: _format(p, fmt) for p in profiles}
+    _check_toolchains(profiles, formats)
     chosen = _parse_precision(precision) if precision else None
     _check_precisions(profiles, chosen, calibration)
     options = profiling or ProfileOptions(targets_dirs=tuple(targets_dirs))
@@ -210,6 +211,14 @@ def _producible(deploy_format: str) -> Format | None:
     if deploy_format in TFLITE_FORMATS:
         return Format.TFLITE
     return Format.ONNX if deploy_format == "onnx" else None
+
+
+def _check_toolchains(profiles: list[TargetProfile], formats: dict[str, Format]) -> None:
+    """An optional compiler a target needs (Vela for Ethos-U) is looked for before any work."""
+    if any(is_microcontroller(p) and formats[p.id] is Format.TFLITE for p in profiles):
+        from edge_sdk.vela import locate_vela
+
+        locate_vela()
 
 
 def _check_precisions(profiles: list[TargetProfile], chosen: Precision | None, calibration: Any) -> None:

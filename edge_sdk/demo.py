@@ -7,10 +7,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_sdk.bundle import is_microcontroller
 from edge_sdk.compile import CompileResult, compile_model, producible
 from edge_sdk.compile_profile import ProfileOptions
+from edge_sdk.errors import DependencyError
+from edge_sdk.profile import TargetProfile
 from edge_sdk.recipe import load_recipe
 from edge_sdk.targets import list_targets
+from edge_sdk.vela import locate_vela
 
 DEMO_MODEL = Path(__file__).resolve().parent / "assets" / "demo_mnist.onnx"
 
@@ -34,7 +38,7 @@ def run_demo(
     recipe = load_recipe("demo")
     profiles, skipped = [], []
     for profile in list_targets(targets_dirs):
-        reason = producible(profile)
+        reason = producible(profile) or _missing_toolchain(profile)
         if reason is None:
             profiles.append(profile)
         else:
@@ -49,3 +53,14 @@ def run_demo(
         on_stage=on_stage,
     )
     return DemoResult(compiled=compiled, skipped=tuple(skipped), stated_accuracy=recipe.float_accuracy)
+
+
+def _missing_toolchain(profile: TargetProfile) -> str | None:
+    """Vela is an optional extra: without it the demo builds every other target and says how to add these."""
+    if not is_microcontroller(profile):
+        return None
+    try:
+        locate_vela()
+    except DependencyError as exc:
+        return str(exc)
+    return None

@@ -76,7 +76,7 @@ def _import():
         from ai_edge_quantizer import quantizer, recipe
     except ImportError as exc:
         raise DependencyError(
-            "quantized TFLite export needs ai-edge-quantizer: pip install 'edge-sdk[tflite]'"
+            "quantized TFLite export needs ai-edge-quantizer: pip install ai-edge-quantizer"
         ) from exc
     return quantizer, recipe
 

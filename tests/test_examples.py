@@ -38,7 +38,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], expected: st
 
 
 def test_export_for_devices_builds_a_bundle_per_target_and_picks_one(tmp_path: Path) -> None:
-    pytest.importorskip("ai_edge_quantizer", reason="int8 TFLite export needs edge-sdk[tflite]")
+    pytest.importorskip("ai_edge_quantizer", reason="int8 TFLite export needs ai-edge-quantizer")
     targets = ["rpi5", "sd8gen2-hexagon"]  # one TFLite and one ONNX target: both of compile's paths
     result = run_example(
         "export_for_devices.py", "--targets", ",".join(targets), "-o", "out", "--budget-ms", 1000, cwd=tmp_path
