@@ -163,6 +163,8 @@ def export_cmd(
     nchw_io: Annotated[bool, typer.Option("--nchw-io", help="Keep the ONNX model's NCHW inputs/outputs.")] = False,
     io: Annotated[str | None, typer.Option("--io", help="int8 or float I/O (default: int8 for NPUs).")] = None,
     list_ops: Annotated[bool, typer.Option("--list-ops", help="List the ONNX ops the lowering converts.")] = False,
+    max_drop: Annotated[float | None, typer.Option("--max-drop", help="Accuracy budget in points (int8).")] = None,
+    min_sqnr: Annotated[float | None, typer.Option("--min-sqnr", help="Output SQNR budget in dB (int8).")] = None,
     input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224.")] = None,
     json_out: JsonOpt = False,
     targets_dir: TargetsDirOpt = None,
@@ -196,6 +198,8 @@ def export_cmd(
             input_shapes=parse_input_shapes(input_shape),
             targets_dirs=targets_dir or (),
             on_stage=stage,
+            max_drop=max_drop,
+            min_sqnr_db=min_sqnr,
         )
     if json_out:
         _emit_json(result.to_dict())

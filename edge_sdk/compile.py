@@ -292,15 +292,14 @@ def _tflite(profile: TargetProfile, inputs: _Inputs, directory: Path, stage: Sta
         speed_threads=(),
         on_stage=stage,
         deploy=inputs.deploy,
+        max_drop=inputs.max_drop,
+        min_sqnr_db=inputs.min_sqnr_db,
     )
     assert result.artifact is not None
     layers: tuple[LayerError, ...] = ()
     if result.precision in _QUANTIZED:
         stage("per-layer errors in LiteRT")
         layers = tflite_layer_errors(result.flatbuffer, inputs.model, _sensitivity_data(inputs))
-    warnings = list(result.warnings)
-    if inputs.max_drop is not None or inputs.min_sqnr_db is not None:
-        warnings += _budget_note(result.fidelity, inputs)
     return TargetBundle(
         target=profile.id,
         format=next(f for f in profile.deploy.formats if f in TFLITE_FORMATS),
@@ -309,10 +308,10 @@ def _tflite(profile: TargetProfile, inputs: _Inputs, directory: Path, stage: Sta
         artifact=result.artifact,
         fidelity=result.fidelity,
         verified_on=result.verified_on,
-        float_nodes=(),
+        float_nodes=result.fallback.float_nodes if result.fallback is not None else (),
         layers=layers,
         vela=result.vela,
-        warnings=tuple(warnings),
+        warnings=result.warnings,
         seconds=time.perf_counter() - started,
         runnable_here=not is_microcontroller(profile),
     )
@@ -398,16 +397,6 @@ def _zeros(spec: Any) -> Any:
     import numpy as np
 
     return np.zeros(spec.shape, np.dtype(spec.dtype))
-
-
-def _budget_note(fidelity: Fidelity, inputs: _Inputs) -> list[str]:
-    budget = Budget(inputs.max_drop, inputs.min_sqnr_db)
-    if budget.holds(fidelity):
-        return []
-    return [
-        f"the accuracy budget ({budget.describe()}) does not hold for this TFLite model and TFLite exports keep "
-        "no layers in float yet; compile with --format onnx for a float fallback"
-    ]
 
 
 def _summary(profile: TargetProfile, bundle: TargetBundle) -> list[str]:

@@ -19,6 +19,7 @@ import numpy as np
 from edge_sdk.artifact import Artifact, write_artifact
 from edge_sdk.calibration import CalibrationData, check_calibration, load_calibration
 from edge_sdk.errors import UsageError
+from edge_sdk.fallback import Budget, FallbackReport
 from edge_sdk.lower.io_types import float_io
 from edge_sdk.lower.lower import Lowered, lower_to_tflite
 from edge_sdk.model import Model, load_model
@@ -29,6 +30,7 @@ from edge_sdk.profile import Kind, Precision, TargetProfile
 from edge_sdk.quantize import BIAS_SAMPLES, VERIFY_SAMPLES, Rounding, Speed
 from edge_sdk.serialize import to_jsonable
 from edge_sdk.targets import load_target
+from edge_sdk.tflite_fallback import FallbackJob, tflite_fallback
 from edge_sdk.tflite_quantize import TFLITE_PRECISIONS, quantize_tflite
 from edge_sdk.tflite_verify import verify_tflite
 from edge_sdk.verify import Fidelity
@@ -55,6 +57,7 @@ class ExportResult:
     speed: tuple[Speed, ...] = ()  # LiteRT on this host: the float model against the exported one
     xnnpack: DelegateSplit | None = None
     vela: Any = None  # edge_sdk.vela.VelaResult for Ethos-U targets
+    fallback: FallbackReport | None = None  # the layers kept in float for an accuracy budget
     artifact: Artifact | None = None
     flatbuffer: bytes = field(default=b"", repr=False, metadata={"json": False})
 
@@ -79,15 +82,19 @@ def export_tflite(
     speed_threads: Sequence[int] = (1, 2),
     on_stage: Stage | None = None,
     deploy: DeployInfo | None = None,
+    max_drop: float | None = None,
+    min_sqnr_db: float | None = None,
 ) -> ExportResult:
     """Lower, quantize (int8, int16x8, dynamic-int8) or store fp16/fp32, verify in LiteRT, write.
 
     `int8_io` defaults to the target's kind: quantized I/O for NPUs, float I/O for CPUs and GPUs.
-    `deploy` (the preprocessing and class names for the manifest) defaults to what `calibration` says."""
+    `deploy` (the preprocessing and class names for the manifest) defaults to what `calibration` says.
+    With `max_drop` (points) or `min_sqnr_db`, the fewest layers stay in float that the budget needs."""
     started = time.perf_counter()
     stage = on_stage or (lambda _: None)
     profile = target if isinstance(target, TargetProfile) else load_target(target, targets_dirs)
     chosen = _precision(profile, precision)
+    budget = Budget(max_drop, min_sqnr_db) if max_drop is not None or min_sqnr_db is not None else None
     loaded = model if isinstance(model, Model) else load_model(model, input_shapes=input_shapes)
     check_float(loaded)
     calib, warnings = _calibration(loaded, chosen, calibration, preprocess)
@@ -96,16 +103,21 @@ def export_tflite(
     lowered = lower_to_tflite(
         prepared, nchw_io=nchw_io, fp16=chosen is Precision.FP16, int8_friendly=chosen is Precision.INT8
     )
-    flatbuffer = lowered.flatbuffer
     quantized_io = profile.kind is Kind.NPU if int8_io is None else int8_io
+    requantize = _quantizer(lowered, chosen, calib, quantized_io)
     if chosen in TFLITE_PRECISIONS:
         stage(f"quantizing to {chosen.value} with ai-edge-quantizer")
-        samples = calib if calib is None or not lowered.nhwc_io else calib.to_nhwc()  # in the .tflite's layout
-        flatbuffer = quantize_tflite(flatbuffer, chosen, samples)
-        flatbuffer = flatbuffer if quantized_io or chosen is Precision.DYNAMIC_INT8 else float_io(flatbuffer)
+    flatbuffer = requantize(())
     stage("verifying in LiteRT against the float model")
     data, verified_on, labels = _verification_data(loaded, calib, evaluation, preprocess)
     fidelity = verify_tflite(flatbuffer, loaded, data, labels=labels)
+    fallback = None
+    if budget is not None and chosen in (Precision.INT8, Precision.INT16X8):
+        stage(f"accuracy fallback: {budget.describe()}")
+        job = FallbackJob(loaded, data, labels, requantize)
+        flatbuffer, fidelity, fallback = tflite_fallback(job, flatbuffer, fidelity, budget)
+    elif budget is not None and not budget.holds(fidelity):
+        warnings.append(f"{budget.describe()} does not hold at {chosen.value}, and only int8/int16x8 can fall back")
     vela = _vela(flatbuffer, profile, stage) if profile.deploy.formats == ("vela-tflite",) else None
     warnings += _notes(profile, lowered)
     speed: list[Speed] = []
@@ -129,11 +141,28 @@ def export_tflite(
         speed=tuple(speed),
         xnnpack=split,
         vela=vela,
+        fallback=fallback,
         flatbuffer=flatbuffer,
     )
     if output is None:
         return result
     return _write(result, loaded, output, deploy or deploy_info(calibration, preprocess, loaded))
+
+
+def _quantizer(
+    lowered: Lowered, precision: Precision, calib: CalibrationData | None, quantized_io: bool
+) -> Callable[[Sequence[str]], bytes]:
+    """float tensor names -> the .tflite at `precision` with those ops in float (the lowered model
+    itself for fp32/fp16); float I/O unless the target takes quantized I/O."""
+    if precision not in TFLITE_PRECISIONS:
+        return lambda _float_tensors: lowered.flatbuffer
+    samples = calib if calib is None or not lowered.nhwc_io else calib.to_nhwc()  # in the .tflite's layout
+
+    def build(float_tensors: Sequence[str]) -> bytes:
+        flatbuffer = quantize_tflite(lowered.flatbuffer, precision, samples, float_tensors=float_tensors)
+        return flatbuffer if quantized_io or precision is Precision.DYNAMIC_INT8 else float_io(flatbuffer)
+
+    return build
 
 
 def _precision(profile: TargetProfile, precision: Precision | str | None) -> Precision:

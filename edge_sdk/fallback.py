@@ -9,7 +9,7 @@ then bisecting down to the fewest.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge_sdk.costs import Graph
@@ -142,3 +142,11 @@ def search(
         else:
             low = middle
     return high, steps, results[high]
+
+
+def extra_weight_bytes(model: Model, nodes: Sequence[FloatNode]) -> int:
+    """What keeping `nodes` in float adds to int8 weights: 3 more bytes per weight element."""
+    graph = Graph(model)
+    names = {n.node for n in nodes}
+    weights = {i for node in graph.nodes if (node.name or node.output[0]) in names for i in node.input[1:]}
+    return sum(graph.tensors[w].elements * 3 for w in weights if w in graph.tensors and graph.tensors[w].is_parameter)

@@ -15,10 +15,9 @@ import onnx
 
 from edge_sdk.artifact import Artifact, model_bytes, write_artifact
 from edge_sdk.calibration import CalibrationData, check_calibration, load_calibration
-from edge_sdk.costs import Graph
 from edge_sdk.engines import ENGINES, Engine, EngineName
 from edge_sdk.errors import QuantizeError, UsageError
-from edge_sdk.fallback import Budget, FallbackReport, rank_layers, search
+from edge_sdk.fallback import Budget, FallbackReport, extra_weight_bytes, rank_layers, search
 from edge_sdk.model import Model, load_model
 from edge_sdk.plan import STATIC_PRECISIONS, QuantPlan, plan
 from edge_sdk.prepass import correct_bias, round_weights
@@ -268,16 +267,9 @@ def _fallback(
             f"{reached}; relax the budget or use --precision fp16"
         )
     kept = [node for group in ranked[:count] for node in group]
-    extra = _extra_bytes(job.reference, kept)
+    extra = extra_weight_bytes(job.reference, kept)
     report = FallbackReport(budget.describe(), True, count, tuple(kept), tuple(steps), extra)
     return the_plan.with_float(kept), protos[len(kept)], found, report
-
-
-def _extra_bytes(model: Model, nodes) -> int:
-    graph = Graph(model)
-    names = {n.node for n in nodes}
-    weights = {i for node in graph.nodes if (node.name or node.output[0]) in names for i in node.input[1:]}
-    return sum(graph.tensors[w].elements * 3 for w in weights if w in graph.tensors and graph.tensors[w].is_parameter)
 
 
 def _speed(model: Model, proto: onnx.ModelProto, calib: CalibrationData, threads: Sequence[int]) -> list[Speed]:

@@ -12,7 +12,9 @@ import contextlib
 import io
 import logging
 import os
+import re
 import warnings
+from collections.abc import Collection
 
 from edge_sdk.calibration import CalibrationData
 from edge_sdk.errors import DependencyError, ExportError
@@ -22,8 +24,15 @@ SIGNATURE = "serving_default"
 TFLITE_PRECISIONS = (Precision.INT8, Precision.INT16X8, Precision.DYNAMIC_INT8)
 
 
-def quantize_tflite(float_model: bytes, precision: Precision, calibration: CalibrationData | None) -> bytes:
-    """The quantized flatbuffer; `calibration` (NHWC samples) is needed for int8 and int16x8."""
+def quantize_tflite(
+    float_model: bytes,
+    precision: Precision,
+    calibration: CalibrationData | None,
+    *,
+    float_tensors: Collection[str] = (),
+) -> bytes:
+    """The quantized flatbuffer; `calibration` (NHWC samples) is needed for int8 and int16x8. Ops that
+    write any of `float_tensors` stay in float, with DEQUANTIZE/QUANTIZE at their edges (the fallback)."""
     quantizer, recipe = _import()
     recipes = {
         Precision.INT8: recipe.static_wi8_ai8,
@@ -32,14 +41,15 @@ def quantize_tflite(float_model: bytes, precision: Precision, calibration: Calib
     }
     if precision not in recipes:
         raise ExportError(f"ai-edge-quantizer has no {precision.value} recipe; use one of int8, int16x8, dynamic-int8")
+    the_recipe = [*recipes[precision](), *_float_ops(float_tensors)]
     with _quiet():
         try:
-            q = quantizer.Quantizer(bytearray(float_model), recipes[precision]())
+            q = quantizer.Quantizer(bytearray(float_model), the_recipe)
             result = None
             if q.need_calibration:
                 if calibration is None:
                     raise ExportError(f"{precision.value} needs calibration data; pass --calib")
-                result = _calibrate(float_model, recipes[precision](), calibration)
+                result = _calibrate(float_model, the_recipe, calibration)
             quantized = q.quantize(result, enable_progress_report=False, enable_progress_bar=False)
         except ExportError:
             raise
@@ -47,6 +57,15 @@ def quantize_tflite(float_model: bytes, precision: Precision, calibration: Calib
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"ai-edge-quantizer could not quantize the model to {precision.value}: {first}") from exc
     return bytes(quantized.quantized_model)
+
+
+def _float_ops(tensors: Collection[str]) -> list[dict]:
+    """A recipe entry that leaves ops in float: the quantizer matches each op's scope, its output tensor
+    names joined by ';' with one at the end, and the last matching entry wins."""
+    if not tensors:
+        return []
+    names = "|".join(re.escape(t) for t in sorted(tensors))
+    return [{"regex": f"(^|;)({names});", "operation": "*", "algorithm_key": "no_quantize", "op_config": {}}]
 
 
 def _calibrate(float_model: bytes, the_recipe, calibration: CalibrationData) -> dict:
@@ -75,9 +94,7 @@ def _import():
     try:
         from ai_edge_quantizer import quantizer, recipe
     except ImportError as exc:
-        raise DependencyError(
-            "quantized TFLite export needs ai-edge-quantizer: pip install ai-edge-quantizer"
-        ) from exc
+        raise DependencyError("quantized TFLite export needs ai-edge-quantizer: pip install ai-edge-quantizer") from exc
     return quantizer, recipe
 
 

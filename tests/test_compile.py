@@ -234,6 +234,17 @@ def test_onnx_format_and_fp32_where_the_target_allows(tmp_path: Path):
     assert bundle.artifact.path.name == "demo_mnist.fp32.onnx" and bundle.fidelity.outputs[0].max_abs_error == 0
 
 
+def test_accuracy_budget_keeps_layers_in_float_on_tflite_targets(tmp_path: Path):
+    result = compile_model(
+        DEMO_MODEL, ["rpi5"], calibration="demo", min_sqnr_db=40.0, output=tmp_path / "b", profiling=QUIET
+    )
+    bundle = result.bundles[0]
+    assert bundle.fidelity.outputs[0].sqnr_db >= 40 and bundle.float_nodes
+    assert all(n.reason.startswith("accuracy fallback") for n in bundle.float_nodes)
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert len(report["targets"][0]["float_nodes"]) == len(bundle.float_nodes)
+
+
 def test_measured_on_a_real_device_over_ssh(ssh_kit: SshKit, tmp_path: Path):
     server = ssh_kit.start()
     device = ssh_kit.device(server.port)  # target "host": this machine, reached over SSH

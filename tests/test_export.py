@@ -13,7 +13,7 @@ import pytest
 from conftest import const, make_model
 from onnx import helper
 
-from edge_sdk.errors import DependencyError, ExportError, UsageError
+from edge_sdk.errors import DependencyError, ExportError, QuantizeError, UsageError
 from edge_sdk.export import export_tflite
 from edge_sdk.lower.lower import lower_to_tflite
 from edge_sdk.model import load_model
@@ -160,6 +160,33 @@ def test_nchw_io_keeps_the_onnx_layout():
 def test_nchw_io_int8_calibrates_in_the_onnx_layout():
     result = export_tflite(DEMO, "rpi5", precision="int8", calibration="demo", nchw_io=True, speed_threads=())
     assert not result.nhwc_io and result.fidelity.outputs[0].sqnr_db > 30
+
+
+def test_accuracy_fallback_keeps_the_fewest_layers_in_float(tmp_path: Path):
+    plain = export_tflite(DEMO, "rpi5", calibration="demo", evaluation="demo", speed_threads=())
+    result = export_tflite(
+        DEMO, "rpi5", calibration="demo", evaluation="demo", min_sqnr_db=40.0, speed_threads=(), output=tmp_path
+    )
+    assert plain.fidelity.outputs[0].sqnr_db < 40 <= result.fidelity.outputs[0].sqnr_db
+    report = result.fallback
+    assert report is not None and report.met and 1 <= report.layers < 16 and report.extra_weight_bytes > 0
+    assert [s.holds for s in report.steps if s.float_layers == report.layers] == [True]
+    assert all(not s.holds for s in report.steps if s.float_layers < report.layers)  # the fewest that hold
+    from edge_sdk.tflite_verify import litert_interpreter
+
+    interpreter = litert_interpreter(result.flatbuffer)
+    tensors = interpreter.get_tensor_details()
+    float_ops = [o for o in interpreter._get_ops_details() if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
+                 and tensors[o["outputs"][0]]["dtype"] == np.float32]  # fmt: skip
+    assert float_ops  # the kept layers run in float between DEQUANTIZE and QUANTIZE
+    manifest = json.loads(result.artifact.manifest_path.read_text())
+    assert manifest["fallback"]["layers"] == report.layers
+
+
+def test_an_unreachable_budget_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(QuantizeError, match="no fallback meets SQNR >= 200"):
+        export_tflite(DEMO, "rpi5", calibration="demo", min_sqnr_db=200.0, speed_threads=(), output=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow
