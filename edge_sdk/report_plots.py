@@ -10,7 +10,7 @@ from edge_sdk import report_svg as svg
 from edge_sdk.report_svg import esc
 from edge_sdk.report_view import Layer, TargetView, as_map, as_num, dig, fmt_ms, html_table
 
-OP_ORDER = ("conv", "depthwise", "fc", "matmul", "elementwise", "pool", "move", "fallback", "transfer")
+OP_ORDER = ("conv", "depthwise", "fc", "matmul", "elementwise", "pool", "move", "quantize", "fallback", "transfer")
 OP_COLOURS = svg.PALETTE + svg.PALETTE_LIGHT
 MAX_LINES = len(svg.PALETTE)  # more lines than colours stop being readable
 WORST_LAYERS = 5

@@ -118,7 +118,9 @@ def test_report_latencies_measured_here_predicted_and_from_vela(build):
     rpi5 = by_id["rpi5"]["latency"]["predicted"]
     assert rpi5["low_ms"] <= rpi5["median_ms"] <= rpi5["high_ms"] and rpi5["threads"] == 4
     assert by_id["rpi5"]["op_breakdown"]["source"] == "predicted"
-    assert by_id["sd8gen2-hexagon"]["op_breakdown"]["source"] == "measured"  # ONNX Runtime's profiler
+    measured = by_id["sd8gen2-hexagon"]["op_breakdown"]  # ONNX Runtime's profiler, in the predicted op classes
+    assert measured["source"] == "measured" and {"conv", "quantize"} <= set(measured["ms"])
+    assert set(measured["ms"]) <= {"conv", "fc", "quantize", "elementwise", "pool", "move"}
     assert any("no prediction" in n for n in by_id["rk3588-mali-g610"]["latency"]["notes"])  # GPU: no data
 
 
