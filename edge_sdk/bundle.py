@@ -14,11 +14,15 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_sdk import runner
 from edge_sdk.artifact import replace_atomically
 from edge_sdk.errors import UsageError
 from edge_sdk.profile import TargetProfile
+
+if TYPE_CHECKING:
+    from edge_sdk.compile import TargetBundle
 
 REPORT_JSON = "report.json"  # marks a directory as an edge-sdk build, which a new build may replace
 
@@ -89,6 +93,28 @@ def _promote(staging: Path, output: Path) -> None:
             old.rename(output)
         raise UsageError(f"cannot move the build into {output} ({exc.strerror}); check the directory") from None
     shutil.rmtree(old, ignore_errors=True)
+
+
+def summary_lines(profile: TargetProfile, bundle: TargetBundle) -> list[str]:
+    """What the bundle is, for the top of its device README."""
+    out = bundle.fidelity.outputs[0] if bundle.fidelity.outputs else None
+    lines = [
+        f"- target: {profile.name}, {profile.compute.unit}",
+        f"- format and precision: {bundle.format}, {bundle.precision.value}",
+        f"- sha256: {bundle.artifact.sha256} ({bundle.artifact.size_bytes:,} bytes)",
+        f"- verified on {bundle.verified_on}",
+    ]
+    if out is not None:
+        lines.append(f"- output '{out.name}': SQNR {out.sqnr_db:.2f} dB, cosine {out.cosine:.5f}")
+        if out.accuracy_quant is not None and out.accuracy_float is not None:
+            lines.append(f"- accuracy {100 * out.accuracy_float:.2f}% float, {100 * out.accuracy_quant:.2f}% here")
+    if bundle.vela is not None:
+        lines.append(
+            f"- Vela: {bundle.vela.inference_time_ms:.3f} ms estimated, {bundle.vela.sram_bytes:,} B SRAM, "
+            f"{bundle.vela.npu_ops} ops on the NPU, {bundle.vela.cpu_ops} on the CPU"
+        )
+    lines += [f"- note: {w}" for w in bundle.warnings]
+    return lines
 
 
 def write_device_files(directory: Path, profile: TargetProfile, artifact: Path, summary: list[str]) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.artifact import Artifact, model_bytes, write_artifact
-from edge_sdk.bundle import check_output, is_microcontroller, staged_output, write_device_files
+from edge_sdk.bundle import check_output, is_microcontroller, staged_output, summary_lines, write_device_files
 from edge_sdk.calibration import CalibrationData, check_calibration, load_calibration
 from edge_sdk.compile_profile import ProfileOptions, TargetLatency, profile_bundles
 from edge_sdk.errors import UsageError
@@ -274,7 +274,7 @@ def _build(profile: TargetProfile, fmt: Format, inputs: _Inputs, staging: Path, 
     directory = staging / profile.id
     build = _tflite if fmt is Format.TFLITE else _onnx
     bundle = build(profile, inputs, directory, stage)
-    write_device_files(directory, profile, bundle.artifact.path, _summary(profile, bundle))
+    write_device_files(directory, profile, bundle.artifact.path, summary_lines(profile, bundle))
     return bundle
 
 
@@ -397,27 +397,6 @@ def _zeros(spec: Any) -> Any:
     import numpy as np
 
     return np.zeros(spec.shape, np.dtype(spec.dtype))
-
-
-def _summary(profile: TargetProfile, bundle: TargetBundle) -> list[str]:
-    out = bundle.fidelity.outputs[0] if bundle.fidelity.outputs else None
-    lines = [
-        f"- target: {profile.name}, {profile.compute.unit}",
-        f"- format and precision: {bundle.format}, {bundle.precision.value}",
-        f"- sha256: {bundle.artifact.sha256} ({bundle.artifact.size_bytes:,} bytes)",
-        f"- verified on {bundle.verified_on}",
-    ]
-    if out is not None:
-        lines.append(f"- output '{out.name}': SQNR {out.sqnr_db:.2f} dB, cosine {out.cosine:.5f}")
-        if out.accuracy_quant is not None and out.accuracy_float is not None:
-            lines.append(f"- accuracy {100 * out.accuracy_float:.2f}% float, {100 * out.accuracy_quant:.2f}% here")
-    if bundle.vela is not None:
-        lines.append(
-            f"- Vela: {bundle.vela.inference_time_ms:.3f} ms estimated, {bundle.vela.sram_bytes:,} B SRAM, "
-            f"{bundle.vela.npu_ops} ops on the NPU, {bundle.vela.cpu_ops} on the CPU"
-        )
-    lines += [f"- note: {w}" for w in bundle.warnings]
-    return lines
 
 
 def _moved(bundle: TargetBundle, staging: Path, output: Path) -> TargetBundle:
