@@ -260,6 +260,27 @@ def test_measured_on_a_real_device_over_ssh(ssh_kit: SshKit, tmp_path: Path):
     assert server.work_dirs() == []
 
 
+def test_a_fleet_device_that_fails_becomes_a_note(ssh_kit: SshKit, tmp_path: Path):
+    from test_fleet import entry, write_inventory
+
+    from edge_sdk.fleet import load_inventory
+
+    server = ssh_kit.start()
+    inventory = write_inventory(
+        tmp_path / "fleet.toml",
+        entry("here", server.port, key=ssh_kit.client_key),
+        entry("gone", ssh_kit.free_port(), key=ssh_kit.client_key),
+    )
+    options = ProfileOptions(
+        host=False, predict=False, store=False, fleet=load_inventory(inventory), known_hosts=ssh_kit.known_hosts
+    )
+    result = compile_model(DEMO_MODEL, ["host"], calibration="demo", output=tmp_path / "b", profiling=options)
+    latency = result.bundles[0].latency
+    assert latency.device is not None and latency.device.device.endswith(f":{server.port}")
+    assert any("refused" in note.lower() for note in latency.notes), latency.notes
+    assert server.work_dirs() == []
+
+
 def test_cli_compile_json(tmp_path: Path):
     proc = subprocess.run(
         [sys.executable, "-m", "edge_sdk.cli", "compile", str(DEMO_MODEL), "-t", "rpi5", "--calib", "demo",
