@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge_sdk.costs import Graph
-from edge_sdk.errors import UsageError
+from edge_sdk.errors import QuantizeError, UsageError
 from edge_sdk.model import Model
 from edge_sdk.plan import FloatNode
 from edge_sdk.verify import Fidelity
@@ -150,3 +150,20 @@ def extra_weight_bytes(model: Model, nodes: Sequence[FloatNode]) -> int:
     names = {n.node for n in nodes}
     weights = {i for node in graph.nodes if (node.name or node.output[0]) in names for i in node.input[1:]}
     return sum(graph.tensors[w].elements * 3 for w in weights if w in graph.tensors and graph.tensors[w].is_parameter)
+
+
+def keep_fewest_in_float(
+    model: Model, ranked: list[tuple[FloatNode, ...]], budget: Budget, attempt: Callable[[list[FloatNode]], Fidelity]
+) -> tuple[list[FloatNode], Fidelity, FallbackReport]:
+    """`search`, then the nodes kept in float, their fidelity and the report; a budget no fallback
+    meets is an error saying how close it came."""
+    count, steps, found = search(ranked, budget, attempt)
+    if found is None:
+        reached = f"{steps[-1].sqnr_db:.1f} dB" if steps else "nothing (the model has one layer)"
+        raise QuantizeError(
+            f"no fallback meets {budget.describe()}: with {count} of {len(ranked)} layers in float it reaches "
+            f"{reached}; relax the budget or use --precision fp16"
+        )
+    kept = [node for group in ranked[:count] for node in group]
+    report = FallbackReport(budget.describe(), True, count, tuple(kept), tuple(steps), extra_weight_bytes(model, kept))
+    return kept, found, report

@@ -16,8 +16,8 @@ import onnx
 from edge_sdk.artifact import Artifact, model_bytes, write_artifact
 from edge_sdk.calibration import CalibrationData, check_calibration, load_calibration
 from edge_sdk.engines import ENGINES, Engine, EngineName
-from edge_sdk.errors import QuantizeError, UsageError
-from edge_sdk.fallback import Budget, FallbackReport, extra_weight_bytes, rank_layers, search
+from edge_sdk.errors import UsageError
+from edge_sdk.fallback import Budget, FallbackReport, keep_fewest_in_float, rank_layers
 from edge_sdk.model import Model, load_model
 from edge_sdk.plan import STATIC_PRECISIONS, QuantPlan, plan
 from edge_sdk.prepass import correct_bias, round_weights
@@ -259,16 +259,7 @@ def _fallback(
         protos[len(nodes)] = quantized(the_plan.with_float(nodes))
         return verify(protos[len(nodes)], job.reference, job.selection, labels=job.selection.labels)
 
-    count, steps, found = search(ranked, budget, attempt)
-    if found is None:
-        reached = f"{steps[-1].sqnr_db:.1f} dB" if steps else "nothing (the model has one layer)"
-        raise QuantizeError(
-            f"no fallback meets {budget.describe()}: with {count} of {len(ranked)} layers in float it reaches "
-            f"{reached}; relax the budget or use --precision fp16"
-        )
-    kept = [node for group in ranked[:count] for node in group]
-    extra = extra_weight_bytes(job.reference, kept)
-    report = FallbackReport(budget.describe(), True, count, tuple(kept), tuple(steps), extra)
+    kept, found, report = keep_fewest_in_float(job.reference, ranked, budget, attempt)
     return the_plan.with_float(kept), protos[len(kept)], found, report
 
 

@@ -11,8 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from edge_sdk.errors import QuantizeError
-from edge_sdk.fallback import Budget, FallbackReport, extra_weight_bytes, rank_layers, search
+from edge_sdk.fallback import Budget, FallbackReport, keep_fewest_in_float, rank_layers
 from edge_sdk.model import Model
 from edge_sdk.plan import FloatNode
 from edge_sdk.tflite_layers import tflite_layer_errors
@@ -45,15 +44,5 @@ def tflite_fallback(
         built[len(nodes)] = job.quantize([t for node in nodes for t in outputs.get(node.node, ())])
         return verify_tflite(built[len(nodes)], job.reference, job.data, labels=job.labels)
 
-    count, steps, found = search(ranked, budget, attempt)
-    if found is None:
-        reached = f"{steps[-1].sqnr_db:.1f} dB" if steps else "nothing (the model has one layer)"
-        raise QuantizeError(
-            f"no fallback meets {budget.describe()}: with {count} of {len(ranked)} layers in float it reaches "
-            f"{reached}; relax the budget or use --precision fp16"
-        )
-    kept = [node for group in ranked[:count] for node in group]
-    report = FallbackReport(
-        budget.describe(), True, count, tuple(kept), tuple(steps), extra_weight_bytes(job.reference, kept)
-    )
+    kept, found, report = keep_fewest_in_float(job.reference, ranked, budget, attempt)
     return built[len(kept)], found, report
