@@ -12,6 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+pytest_plugins = ["sshd"]  # tests/sshd.py: real OpenSSH servers on 127.0.0.1, and fleet inventories for them
+
 CACHE = Path(os.environ.get("EDGE_SDK_TEST_CACHE", Path.home() / ".cache" / "edge-sdk-tests"))
 
 

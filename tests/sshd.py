@@ -1,5 +1,6 @@
-"""Real OpenSSH servers for the remote and fleet tests: a pytest plugin, loaded by those test files
-with `pytest_plugins = ["sshd"]` (tests/ is on sys.path, as for `from conftest import ...`).
+"""Real OpenSSH servers for the remote, fleet, compile and example tests: a pytest plugin, loaded once
+by tests/conftest.py (tests/ is on sys.path, as for `from conftest import ...`), plus the fleet
+inventories (`write_inventory`, `entry`) that point at them.
 
 Each server is `/usr/sbin/sshd -D -e` on 127.0.0.1 with its own ed25519 host key, one authorized client
 key and `TMPDIR` set for its sessions to a directory of the test's tmp_path, so a test can see what
@@ -14,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -263,3 +265,24 @@ def no_runtime_python(root: Path) -> str:
         (shadow / name).mkdir(parents=True)
         (shadow / name / "__init__.py").write_text(f"raise ImportError('{name} is shadowed by the test')\n")
     return write_script(root / "python-no-runtime", f'PYTHONPATH={shadow} exec {sys.executable} "$@"\n')
+
+
+def write_inventory(path: Path, *devices: str) -> Path:
+    """A fleet inventory file of `entry` tables."""
+    path.write_text("\n".join(textwrap.dedent(d) for d in devices))
+    return path
+
+
+def entry(name: str, port: int, *, key: Path | str, python: str = sys.executable, labels: str = "[]") -> str:
+    """One [[device]] table for a server started here (target "host")."""
+    return f"""
+        [[device]]
+        name = "{name}"
+        host = "127.0.0.1"
+        user = "{getpass.getuser()}"
+        port = {port}
+        target = "host"
+        labels = {labels}
+        identity_file = "{key}"
+        python = "{python}"
+    """

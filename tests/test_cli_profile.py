@@ -15,7 +15,6 @@ import pytest
 if TYPE_CHECKING:
     from sshd import SshKit
 
-pytest_plugins = ["sshd"]  # tests/sshd.py: real OpenSSH servers
 
 FAST = ["--runs", "5", "--budget-s", "0.5"]
 

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
+from sshd import entry, write_inventory
 
 from edge_sdk import runner
 from edge_sdk.compile import compile_model
@@ -25,7 +26,6 @@ from edge_sdk.errors import DataError, ExportError, UsageError
 if TYPE_CHECKING:
     from sshd import SshKit
 
-pytest_plugins = ["sshd"]  # tests/sshd.py: real OpenSSH servers
 
 TARGETS = ["host", "rpi5", "ethos-u55-128", "sd8gen2-hexagon", "rk3588-mali-g610"]
 QUIET = ProfileOptions(host=False, predict=False, store=False)
@@ -261,8 +261,6 @@ def test_measured_on_a_real_device_over_ssh(ssh_kit: SshKit, tmp_path: Path):
 
 
 def test_a_fleet_device_that_fails_becomes_a_note(ssh_kit: SshKit, tmp_path: Path):
-    from test_fleet import entry, write_inventory
-
     from edge_sdk.fleet import load_inventory
 
     server = ssh_kit.start()

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from sshd import entry, write_inventory
 
 from edge_sdk.demo import DEMO_MODEL
 
 if TYPE_CHECKING:
     from sshd import SshKit
 
-pytest_plugins = ["sshd"]  # tests/sshd.py: real OpenSSH servers
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -58,8 +58,8 @@ def test_export_for_devices_builds_a_bundle_per_target_and_picks_one(tmp_path: P
 
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [t["target"] for t in report["targets"]] == targets
-    for entry in report["targets"]:
-        assert (tmp_path / "out" / entry["artifact"]["file"]).stat().st_size == entry["artifact"]["size_bytes"]
+    for target in report["targets"]:
+        assert (tmp_path / "out" / target["artifact"]["file"]).stat().st_size == target["artifact"]["size_bytes"]
     assert (tmp_path / "out" / "report.html").is_file()
 
 
@@ -70,25 +70,13 @@ def test_export_for_devices_unknown_target_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def device_entry(name: str, port: int, key: Path) -> str:
-    return f"""
-[[device]]
-name = "{name}"
-host = "127.0.0.1"
-user = "{getpass.getuser()}"
-port = {port}
-target = "host"
-identity_file = "{key}"
-python = "{sys.executable}"
-"""
-
-
 def test_benchmark_fleet_reports_each_device_and_exits_9_on_a_failure(ssh_kit: SshKit, tmp_path: Path) -> None:
     server = ssh_kit.start()
     closed = ssh_kit.free_port()  # nothing listens there
-    fleet = tmp_path / "fleet.toml"
-    fleet.write_text(
-        device_entry("good", server.port, ssh_kit.client_key) + device_entry("gone", closed, ssh_kit.client_key)
+    fleet = write_inventory(
+        tmp_path / "fleet.toml",
+        entry("good", server.port, key=ssh_kit.client_key),
+        entry("gone", closed, key=ssh_kit.client_key),
     )
     result = run_example(
         "benchmark_fleet.py", DEMO_MODEL, "--fleet", fleet, "--known-hosts", ssh_kit.known_hosts, "--runs", 5,

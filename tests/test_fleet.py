@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import getpass
 import sys
-import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from sshd import entry, write_inventory
 
 from edge_sdk.errors import ModelError, TargetError, UsageError
 from edge_sdk.fleet import DeviceFailure, DeviceRun, bench_fleet, load_inventory
@@ -16,28 +16,8 @@ from edge_sdk.fleet import DeviceFailure, DeviceRun, bench_fleet, load_inventory
 if TYPE_CHECKING:
     from sshd import SshKit
 
-pytest_plugins = ["sshd"]  # tests/sshd.py: real OpenSSH servers
 
 FAST = {"runs": 5, "budget_s": 0.5, "timeout_s": 60.0}
-
-
-def write_inventory(path: Path, *devices: str) -> Path:
-    path.write_text("\n".join(textwrap.dedent(d) for d in devices))
-    return path
-
-
-def entry(name: str, port: int, *, key: Path | str, python: str = sys.executable, labels: str = "[]") -> str:
-    return f"""
-        [[device]]
-        name = "{name}"
-        host = "127.0.0.1"
-        user = "{getpass.getuser()}"
-        port = {port}
-        target = "host"
-        labels = {labels}
-        identity_file = "{key}"
-        python = "{python}"
-    """
 
 
 def test_inventory_is_parsed_with_defaults(tmp_path: Path):

@@ -20,7 +20,6 @@ from edge_sdk.ssh import ssh_connect
 if TYPE_CHECKING:
     from sshd import SshKit
 
-pytest_plugins = ["sshd"]  # tests/sshd.py: real OpenSSH servers
 
 FAST = {"runs": 5, "budget_s": 0.5, "timeout_s": 60.0}
 
