@@ -17,7 +17,6 @@ and compared with the float model's value in ONNX Runtime. Statistics are summed
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
@@ -26,9 +25,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edge_sdk.errors import DataError, DependencyError, ExportError, UsageError
+from edge_sdk.errors import DataError, ExportError, UsageError
 from edge_sdk.model import Model
-from edge_sdk.tflite_verify import TO_NCHW, TO_NHWC, _by_name, to_tflite
+from edge_sdk.tflite_verify import TO_NCHW, TO_NHWC, _by_name, litert_interpreter, to_tflite
 from edge_sdk.verify import (
     FLOAT_TYPES,
     LAYOUT_OPS,
@@ -81,7 +80,7 @@ def tflite_layer_errors(
     """
     if limit is not None and limit < 1:
         raise UsageError(f"limit={limit}: pass a sample count of 1 or more, or None for all samples")
-    interpreter = _interpreter(flatbuffer)
+    interpreter = litert_interpreter(flatbuffer, keep_tensors=True)
     probes = _probes(interpreter, reference.proto)
     if not probes:
         raise ExportError(
@@ -108,25 +107,6 @@ def tflite_layer_errors(
     if samples == 0:
         raise DataError("tflite_layer_errors got no samples; pass an iterable of {input_name: array} with one or more")
     return _layer_errors(reference.proto, stats)
-
-
-def _interpreter(flatbuffer: bytes) -> Any:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as exc:
-        raise DependencyError("running .tflite models needs LiteRT: pip install ai-edge-litert") from exc
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # LiteRT warns that keeping every tensor is for debugging
-            interpreter = Interpreter(
-                model_content=flatbuffer,
-                experimental_preserve_all_tensors=True,
-                experimental_disable_delegate_node_fusion=True,
-            )
-        interpreter.allocate_tensors()
-    except (RuntimeError, ValueError) as exc:
-        raise ExportError(f"LiteRT cannot load the model: {str(exc).strip().splitlines()[0]}") from exc
-    return interpreter
 
 
 def _probes(interpreter: Any, reference: onnx.ModelProto) -> list[_Probe]:

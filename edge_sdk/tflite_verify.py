@@ -8,6 +8,7 @@ to the ONNX layout and dequantized before comparing.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -22,13 +23,18 @@ from edge_sdk.verify import Fidelity, compare_runs
 TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
-def litert_interpreter(flatbuffer: bytes, threads: int | None = None) -> Any:
+def litert_interpreter(flatbuffer: bytes, threads: int | None = None, *, keep_tensors: bool = False) -> Any:
+    """A LiteRT interpreter with XNNPACK, tensors allocated. `keep_tensors` keeps every intermediate
+    tensor readable, delegated ones too: one op per delegate node (for per-layer errors)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as exc:
         raise DependencyError("running .tflite models needs LiteRT: pip install ai-edge-litert") from exc
+    debug = {"experimental_preserve_all_tensors": True, "experimental_disable_delegate_node_fusion": True}
     try:
-        interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # LiteRT warns that keeping every tensor is for debugging
+            interpreter = Interpreter(model_content=flatbuffer, num_threads=threads, **(debug if keep_tensors else {}))
         interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
         raise ExportError(f"LiteRT cannot load the exported model: {str(exc).strip().splitlines()[0]}") from exc
