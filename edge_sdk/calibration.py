@@ -153,9 +153,9 @@ def _from_path(
     progress: Progress | None,
 ) -> CalibrationData:
     if path.is_dir():
-        return _from_folder(path, model, preprocess, max_samples, progress)
+        return _from_recipe(_folder_recipe(path, model, preprocess), model, CALIBRATION_SPLIT, max_samples, progress)
     suffix = path.suffix.lower()
-    if suffix == ".toml" or (not suffix and not path.exists()):
+    if _names_recipe(path):
         return _from_recipe(load_recipe(path), model, split, max_samples, progress)
     if suffix == ".npz":
         return _from_npz(path, model, max_samples, progress)
@@ -188,9 +188,25 @@ def _from_recipe(
     return _from_arrays({spec.name: inputs}, data.labels, model, f"{where} ({len(inputs)} samples)", per_sample)
 
 
-def _from_folder(
-    folder: Path, model: Model, preprocess: str | None, max_samples: int | None, progress: Progress | None
-) -> CalibrationData:
+def recipe_of(source: Any, model: Model, *, preprocess: str | None = None) -> Recipe | None:
+    """The recipe behind a calibration source: a recipe file or shipped name, or a folder of images
+    with its named preprocessing; None for arrays and iterables, which carry none."""
+    if isinstance(source, Recipe):
+        return source
+    if not isinstance(source, str | Path):
+        return None
+    path = Path(source)
+    if path.is_dir():
+        return _folder_recipe(path, model, preprocess)
+    return load_recipe(path) if _names_recipe(path) else None
+
+
+def _names_recipe(path: Path) -> bool:
+    """A .toml file, or a bare name such as "demo" (a shipped recipe) that is no file here."""
+    return path.suffix.lower() == ".toml" or (not path.suffix and not path.exists())
+
+
+def _folder_recipe(folder: Path, model: Model, preprocess: str | None) -> Recipe:
     names = ", ".join(PREPROCESSINGS)
     if preprocess is None:
         raise DataError(
@@ -207,8 +223,7 @@ def _from_folder(
     spec = model.inputs[0]
     layout = image_layout(spec)
     channels = spec.shape[1] if layout == "NCHW" else spec.shape[3]
-    recipe = folder_recipe(folder, preprocess, model_input=spec.name, layout=layout, channels=channels)
-    return _from_recipe(recipe, model, CALIBRATION_SPLIT, max_samples, progress)
+    return folder_recipe(folder, preprocess, model_input=spec.name, layout=layout, channels=channels)
 
 
 def _describe_folder(recipe: Recipe) -> str:

@@ -22,24 +22,22 @@ from typing import Any
 
 from edge_sdk.artifact import Artifact, model_bytes, write_artifact
 from edge_sdk.bundle import check_output, is_microcontroller, staged_output, summary_lines, write_device_files
-from edge_sdk.calibration import CalibrationData, check_calibration, load_calibration
+from edge_sdk.calibration import CalibrationData, check_calibration, load_calibration, recipe_of
 from edge_sdk.compile_profile import ProfileOptions, TargetLatency, profile_bundles
 from edge_sdk.errors import UsageError
 from edge_sdk.export import TFLITE_FORMATS, export_tflite
 from edge_sdk.fallback import Budget
 from edge_sdk.model import Model, load_model
-from edge_sdk.plan import FloatNode, check_float
+from edge_sdk.plan import STATIC_PRECISIONS, FloatNode, check_float
 from edge_sdk.preprocessing import DeployInfo, deploy_info
 from edge_sdk.profile import Precision, TargetProfile
 from edge_sdk.quantize import quantize
-from edge_sdk.recipe import load_recipe
 from edge_sdk.serialize import to_jsonable
 from edge_sdk.targets import load_target
 from edge_sdk.verify import Fidelity, LayerError, verify
 
 Stage = Callable[[str], None]
 SENSITIVITY_SAMPLES = 16  # per-layer errors for the report: enough to rank layers, cheap to run
-_QUANTIZED = (Precision.INT8, Precision.INT16X8)
 
 
 class Format(str, Enum):
@@ -228,7 +226,7 @@ def _check_precisions(profiles: list[TargetProfile], chosen: Precision | None, c
         if precision not in profile.deploy.precisions:
             supported = ", ".join(p.value for p in profile.deploy.precisions)
             raise UsageError(f"target '{profile.id}' does not run {precision.value}; it supports {supported}")
-        if calibration is None and precision in _QUANTIZED:
+        if calibration is None and precision in STATIC_PRECISIONS:
             raise UsageError(
                 f"target '{profile.id}' runs {precision.value}, which needs calibration data: pass --calib "
                 "(a recipe such as calibration/demo.toml, an image folder with --preprocess, or a .npz)"
@@ -251,23 +249,13 @@ def _load_data(
         stage("loading calibration data")
         calib = load_calibration(calibration, model, preprocess=preprocess, progress=progress)
         notes += check_calibration(calib, model)
-    source = evaluation if evaluation is not None else _recipe_evaluation(calibration)
-    if source is not None:
+    recipe = recipe_of(calibration, model, preprocess=preprocess)
+    if evaluation is None and recipe is not None and "evaluation" in recipe.splits:
+        evaluation = recipe  # `--calib recipe.toml` also verifies on the recipe's held-out split
+    if evaluation is not None:
         stage("loading evaluation data")
-        evaluated = load_calibration(source, model, split="evaluation", preprocess=preprocess)
-    deploy = deploy_info(calibration, preprocess, model)
-    return _Inputs(model, calib, evaluated, deploy, precision, None, None), notes
-
-
-def _recipe_evaluation(calibration: Any) -> Any:
-    """A recipe's own evaluation split, so `--calib recipe.toml` also verifies on held-out data."""
-    if not isinstance(calibration, str | Path):
-        return None
-    path = Path(calibration)
-    if path.is_dir() or (path.suffix and path.suffix != ".toml"):
-        return None
-    recipe = load_recipe(path)
-    return recipe if "evaluation" in recipe.splits else None
+        evaluated = load_calibration(evaluation, model, split="evaluation", preprocess=preprocess)
+    return _Inputs(model, calib, evaluated, deploy_info(recipe, model), precision, None, None), notes
 
 
 def _build(profile: TargetProfile, fmt: Format, inputs: _Inputs, staging: Path, stage: Stage) -> TargetBundle:
@@ -297,7 +285,7 @@ def _tflite(profile: TargetProfile, inputs: _Inputs, directory: Path, stage: Sta
     )
     assert result.artifact is not None
     layers: tuple[LayerError, ...] = ()
-    if result.precision in _QUANTIZED:
+    if result.precision in STATIC_PRECISIONS:
         stage("per-layer errors in LiteRT")
         layers = tflite_layer_errors(result.flatbuffer, inputs.model, _sensitivity_data(inputs))
     return TargetBundle(

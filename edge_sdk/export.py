@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from edge_sdk.artifact import Artifact, write_artifact
-from edge_sdk.calibration import CalibrationData, check_calibration, load_calibration
+from edge_sdk.calibration import CalibrationData, check_calibration, load_calibration, recipe_of
 from edge_sdk.errors import UsageError
 from edge_sdk.fallback import Budget, FallbackReport
 from edge_sdk.lower.io_types import float_io
 from edge_sdk.lower.lower import Lowered, lower_to_tflite
 from edge_sdk.model import Model, load_model
-from edge_sdk.plan import check_float
+from edge_sdk.plan import STATIC_PRECISIONS, check_float
 from edge_sdk.prepass import correct_bias, round_weights
 from edge_sdk.preprocessing import DeployInfo, deploy_info
 from edge_sdk.profile import Kind, Precision, TargetProfile
@@ -112,7 +112,7 @@ def export_tflite(
     data, verified_on, labels = _verification_data(loaded, calib, evaluation, preprocess)
     fidelity = verify_tflite(flatbuffer, loaded, data, labels=labels)
     fallback = None
-    if budget is not None and chosen in (Precision.INT8, Precision.INT16X8):
+    if budget is not None and chosen in STATIC_PRECISIONS:
         stage(f"accuracy fallback: {budget.describe()}")
         job = FallbackJob(loaded, data, labels, requantize)
         flatbuffer, fidelity, fallback = tflite_fallback(job, flatbuffer, fidelity, budget)
@@ -146,7 +146,9 @@ def export_tflite(
     )
     if output is None:
         return result
-    return _write(result, loaded, output, deploy or deploy_info(calibration, preprocess, loaded))
+    return _write(
+        result, loaded, output, deploy or deploy_info(recipe_of(calibration, loaded, preprocess=preprocess), loaded)
+    )
 
 
 def _quantizer(
@@ -183,7 +185,7 @@ def _calibration(
     model: Model, precision: Precision, calibration: Any, preprocess: str | None
 ) -> tuple[CalibrationData | None, list[str]]:
     if calibration is None:
-        if precision in (Precision.INT8, Precision.INT16X8):
+        if precision in STATIC_PRECISIONS:
             raise UsageError(
                 f"{precision.value} export needs calibration data: pass --calib (a recipe, folder or .npz)"
             )
@@ -196,7 +198,7 @@ def _prepass(
     model: Model, precision: Precision, calib: CalibrationData | None, rounding: Rounding, stage: Stage
 ) -> tuple[Model, str | None]:
     """TFLite's int8 weights are per channel, symmetric, narrow range: round onto that grid here."""
-    if calib is None or precision not in (Precision.INT8, Precision.INT16X8) or rounding is Rounding.NEAREST:
+    if calib is None or precision not in STATIC_PRECISIONS or rounding is Rounding.NEAREST:
         return model, None
     stage(f"weight pre-pass: {rounding.value}")
     if rounding is Rounding.GPTQ:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from edge_sdk.calibration import image_layout, spatial_size
+from edge_sdk.calibration import spatial_size
 from edge_sdk.model import Model
-from edge_sdk.recipe import PREPROCESSINGS, Recipe, folder_recipe, load_recipe
+from edge_sdk.recipe import PREPROCESSINGS, Recipe
 
 
 @dataclass(frozen=True)
@@ -34,10 +32,9 @@ class DeployInfo:
     labels: tuple[str, ...]  # class names by output index; empty when the recipe names none
 
 
-def deploy_info(calibration: Any, preprocess: str | None, model: Model) -> DeployInfo:
-    """The preprocessing behind `calibration` (a recipe name or file, or an image folder with a
-    named preprocessing); arrays and iterables carry none."""
-    recipe = _recipe(calibration, preprocess, model)
+def deploy_info(recipe: Recipe | None, model: Model) -> DeployInfo:
+    """The preprocessing of the calibration data's recipe (`calibration.recipe_of`); arrays and
+    iterables carry none."""
     if recipe is None:
         return DeployInfo(None, ())
     split = recipe.splits.get("calibration") or next(iter(recipe.splits.values()))
@@ -45,20 +42,6 @@ def deploy_info(calibration: Any, preprocess: str | None, model: Model) -> Deplo
     where = f"recipe {recipe.name}" if recipe.path.suffix == ".toml" else f"preprocess '{recipe.preprocess}'"
     spec = DeployPreprocess(recipe.channel_order, recipe.scale, recipe.mean, recipe.std, resize, crop, where)
     return DeployInfo(spec, recipe.class_names)
-
-
-def _recipe(calibration: Any, preprocess: str | None, model: Model) -> Recipe | None:
-    if not isinstance(calibration, str | Path):
-        return None
-    path = Path(calibration)
-    if path.is_dir() and preprocess in PREPROCESSINGS and len(model.inputs) == 1 and len(model.inputs[0].shape) == 4:
-        spec = model.inputs[0]
-        layout = image_layout(spec)
-        channels = spec.shape[1] if layout == "NCHW" else spec.shape[3]
-        return folder_recipe(path, str(preprocess), model_input=spec.name, layout=layout, channels=channels)
-    if path.suffix == ".toml" or (not path.suffix and not path.exists()):
-        return load_recipe(path)
-    return None
 
 
 def _geometry(recipe: Recipe, model: Model) -> tuple[int | None, tuple[int, int] | None]:
