@@ -12,7 +12,7 @@ names, so tensors are matched by name. A tensor the lowering fused away (a Conv'
 became the CONV_2D's fused activation) has no TFLite tensor and no entry; the Relu's output has both.
 Each matched tensor is dequantized with its own parameters, moved from NHWC back to the ONNX layout
 and compared with the float model's value in ONNX Runtime. Statistics are summed sample by sample
-(verify's `_TensorStats`), so memory holds one sample's tensors at a time.
+(verify's `TensorStats`), so memory holds one sample's tensors at a time.
 """
 
 from __future__ import annotations
@@ -27,19 +27,19 @@ import onnx
 
 from edge_sdk.errors import DataError, ExportError, UsageError
 from edge_sdk.model import Model
-from edge_sdk.tflite_verify import TO_NCHW, TO_NHWC, _by_name, litert_interpreter, to_tflite
+from edge_sdk.tflite_verify import TO_NCHW, TO_NHWC, litert_interpreter, tensors_by_name, to_tflite
 from edge_sdk.verify import (
     FLOAT_TYPES,
     LAYOUT_OPS,
     LayerError,
-    _dims,
-    _expose,
-    _feed,
-    _input_specs,
-    _layer_errors,
-    _run,
-    _session,
-    _TensorStats,
+    TensorStats,
+    expose_tensors,
+    feed_for,
+    input_specs,
+    layer_errors,
+    ort_session,
+    run_session,
+    value_dims,
 )
 
 _SKIPPED_OPS = LAYOUT_OPS | {"Constant", "Shape"}  # as verify's per-layer list: they add no error of their own
@@ -90,14 +90,14 @@ def tflite_layer_errors(
     names = [p.tensor for p in probes]
     # ORT's fusions, as verify_tflite runs the float model (6x faster than as written): a fused
     # graph still computes every tensor named as an output
-    session = _session(_expose(reference.proto, names), 0, optimize=True)
-    inputs = _input_specs(reference.proto)
-    tflite_inputs = _by_name(list(inputs), interpreter.get_input_details(), "input")
-    stats = {name: _TensorStats() for name in names}
+    session = ort_session(expose_tensors(reference.proto, names), 0, optimize=True)
+    inputs = input_specs(reference.proto)
+    tflite_inputs = tensors_by_name(list(inputs), interpreter.get_input_details(), "input")
+    stats = {name: TensorStats() for name in names}
     samples = 0
     for sample in islice(data, limit):
-        feed = _feed(sample, inputs, samples)
-        expected = _run(session, names, feed)
+        feed = feed_for(sample, inputs, samples)
+        expected = run_session(session, names, feed)
         for name, detail in tflite_inputs.items():
             interpreter.set_tensor(detail["index"], to_tflite(feed[name], detail))
         interpreter.invoke()
@@ -106,7 +106,7 @@ def tflite_layer_errors(
         samples += 1
     if samples == 0:
         raise DataError("tflite_layer_errors got no samples; pass an iterable of {input_name: array} with one or more")
-    return _layer_errors(reference.proto, stats)
+    return layer_errors(reference.proto, stats)
 
 
 def _probes(interpreter: Any, reference: onnx.ModelProto) -> list[_Probe]:
@@ -123,7 +123,7 @@ def _probes(interpreter: Any, reference: onnx.ModelProto) -> list[_Probe]:
         for name in node.output:
             value, detail = values.get(name), details.get(name)
             if value is not None and detail is not None and value.type.tensor_type.elem_type in FLOAT_TYPES:
-                probe = _probe(name, detail, _dims(value), nchw=f"{name}_nhwc" in details)
+                probe = _probe(name, detail, value_dims(value), nchw=f"{name}_nhwc" in details)
                 if probe is not None:
                     probes.append(probe)
     return probes

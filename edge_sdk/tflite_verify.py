@@ -57,8 +57,8 @@ def verify_tflite(
 
 
 def _pairs(interpreter, session, reference: Model, data) -> Iterator[tuple[dict, dict]]:
-    inputs = _by_name([i.name for i in reference.inputs], interpreter.get_input_details(), "input")
-    outputs = _by_name([o.name for o in reference.outputs], interpreter.get_output_details(), "output")
+    inputs = tensors_by_name([i.name for i in reference.inputs], interpreter.get_input_details(), "input")
+    outputs = tensors_by_name([o.name for o in reference.outputs], interpreter.get_output_details(), "output")
     out_names = [o.name for o in reference.outputs]
     for sample in data:
         expected = dict(zip(out_names, session.run(out_names, dict(sample)), strict=True))
@@ -73,7 +73,7 @@ def _output(interpreter, detail: Mapping[str, Any], onnx_shape: tuple[int, ...])
     return from_tflite(interpreter.get_tensor(detail["index"]), detail, onnx_shape)
 
 
-def _by_name(names: list[str], details: list[dict], role: str) -> dict[str, dict]:
+def tensors_by_name(names: list[str], details: list[dict], role: str) -> dict[str, dict]:
     """The TFLite tensor for each ONNX name: by name (edge-sdk keeps them), else by position (other
     converters rename them) when the counts agree."""
     found = {d["name"]: d for d in details}

@@ -33,7 +33,7 @@ LAYOUT_OPS = frozenset(
     {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Cast", "Expand"}
 )
 FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
-_Pair = tuple[str, str, "_TensorStats"]  # float-model tensor, quantized-model tensor, their statistics
+_Pair = tuple[str, str, "TensorStats"]  # float-model tensor, quantized-model tensor, their statistics
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def verify(
     outputs = {o.name: _OutputStats() for o in f_proto.graph.output}
     output_pairs: list[_Pair] = [(name, name, stats) for name, stats in outputs.items()]
     matches = match_tensors(f_proto, q_proto) if per_layer else {}
-    layers = {tensor: _TensorStats() for tensor in matches}
+    layers = {tensor: TensorStats() for tensor in matches}
     layer_pairs: list[_Pair] = [(tensor, matches[tensor], stats) for tensor, stats in layers.items()]
     if optimized:
         runs = [_Comparison(f_proto, q_proto, output_pairs, threads=threads, optimize=True)]
@@ -109,14 +109,14 @@ def verify(
         runs = [_Comparison(f_proto, q_proto, output_pairs + layer_pairs, threads=threads)]
     samples = 0
     for sample in data:
-        feed = _feed(sample, inputs, samples)
+        feed = feed_for(sample, inputs, samples)
         for run in runs:
             run.add(feed)
         samples += 1
     if samples == 0:
         raise DataError("verify got no samples; pass an iterable of {input_name: array} with at least one item")
     results = tuple(stats.result(name, labels) for name, stats in outputs.items())
-    return Fidelity(samples, results, _layer_errors(f_proto, layers))
+    return Fidelity(samples, results, layer_errors(f_proto, layers))
 
 
 def compare_runs(
@@ -152,9 +152,9 @@ def run_outputs(
     """
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(model)
     names = output_names or [o.name for o in proto.graph.output]
-    sess = _session(_expose(proto, names), threads, optimize=optimized)
-    inputs = _input_specs(proto)
-    runs = [_run(sess, names, _feed(sample, inputs, i)) for i, sample in enumerate(data)]
+    sess = ort_session(expose_tensors(proto, names), threads, optimize=optimized)
+    inputs = input_specs(proto)
+    runs = [run_session(sess, names, feed_for(sample, inputs, i)) for i, sample in enumerate(data)]
     if not runs:
         raise DataError("run_outputs got no samples; pass an iterable of {input_name: array} with at least one item")
     return {name: np.concatenate([np.atleast_1d(r[i]) for r in runs], axis=0) for i, name in enumerate(names)}
@@ -219,19 +219,19 @@ class _Comparison:
         self.pairs = pairs
         self.f_names = list(dict.fromkeys(f for f, _, _ in pairs))
         self.q_names = list(dict.fromkeys(q for _, q, _ in pairs))
-        self.f_sess = _session(_expose(reference, self.f_names), threads, optimize=optimize)
-        self.q_sess = _session(_expose(quantized, self.q_names), threads, optimize=optimize)
+        self.f_sess = ort_session(expose_tensors(reference, self.f_names), threads, optimize=optimize)
+        self.q_sess = ort_session(expose_tensors(quantized, self.q_names), threads, optimize=optimize)
 
     def add(self, feed: dict[str, np.ndarray]) -> None:
         if not self.pairs:
             return
-        ref = dict(zip(self.f_names, _run(self.f_sess, self.f_names, feed), strict=True))
-        got = dict(zip(self.q_names, _run(self.q_sess, self.q_names, feed), strict=True))
+        ref = dict(zip(self.f_names, run_session(self.f_sess, self.f_names, feed), strict=True))
+        got = dict(zip(self.q_names, run_session(self.q_sess, self.q_names, feed), strict=True))
         for f_name, q_name, stats in self.pairs:
             stats.add(ref[f_name], got[q_name])
 
 
-class _TensorStats:
+class TensorStats:
     """Sums for SQNR, streamed sample by sample so no activation is kept."""
 
     def __init__(self) -> None:
@@ -251,7 +251,7 @@ class _TensorStats:
         return sqnr_db(self.signal, self.noise)
 
 
-class _OutputStats(_TensorStats):
+class _OutputStats(TensorStats):
     def __init__(self) -> None:
         super().__init__()
         self.cosines: list[np.ndarray] = []
@@ -313,7 +313,7 @@ def _check_labels(labels: np.ndarray, rows: int, name: str) -> np.ndarray:
     return truth
 
 
-def _layer_errors(reference: onnx.ModelProto, stats: Mapping[str, _TensorStats]) -> tuple[LayerError, ...]:
+def layer_errors(reference: onnx.ModelProto, stats: Mapping[str, TensorStats]) -> tuple[LayerError, ...]:
     op_of = {out: node.op_type for node in reference.graph.node for out in node.output}
     return tuple(LayerError(t, op_of[t], s.sqnr_db) for t, s in stats.items() if not s.shape_mismatch)
 
@@ -332,23 +332,23 @@ def _as_proto(source: Model | onnx.ModelProto | str | Path, role: str) -> onnx.M
         raise ModelError(f"{path}: the {role} model cannot be read ({exc}); pass an .onnx file") from None
 
 
-def _dims(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:
+def value_dims(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:
     shape = value.type.tensor_type.shape
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim)
 
 
-def _input_specs(proto: onnx.ModelProto) -> dict[str, tuple[tuple[int | str, ...], np.dtype]]:
+def input_specs(proto: onnx.ModelProto) -> dict[str, tuple[tuple[int | str, ...], np.dtype]]:
     initializers = {i.name for i in proto.graph.initializer}
     return {
-        v.name: (_dims(v), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)))
+        v.name: (value_dims(v), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)))
         for v in proto.graph.input
         if v.name not in initializers
     }
 
 
 def _io_text(proto: onnx.ModelProto) -> tuple[str, str]:
-    inputs = [f"{name} {_shape_text(dims)} {dtype.name}" for name, (dims, dtype) in _input_specs(proto).items()]
-    outputs = [f"{o.name} {_shape_text(_dims(o))}" for o in proto.graph.output]
+    inputs = [f"{name} {_shape_text(dims)} {dtype.name}" for name, (dims, dtype) in input_specs(proto).items()]
+    outputs = [f"{o.name} {_shape_text(value_dims(o))}" for o in proto.graph.output]
     return ", ".join(inputs), ", ".join(outputs)
 
 
@@ -364,10 +364,10 @@ def _check_interfaces(quantized: onnx.ModelProto, reference: onnx.ModelProto) ->
                 f"the quantized model's {kind} ({got}) differ from the reference's ({want}); "
                 "pass the float model it was quantized from"
             )
-    return _input_specs(reference)
+    return input_specs(reference)
 
 
-def _feed(sample: Mapping[str, np.ndarray], inputs: Mapping, index: int) -> dict[str, np.ndarray]:
+def feed_for(sample: Mapping[str, np.ndarray], inputs: Mapping, index: int) -> dict[str, np.ndarray]:
     if not isinstance(sample, Mapping) or set(sample) != set(inputs):
         keys = ", ".join(sample) if isinstance(sample, Mapping) else type(sample).__name__
         raise DataError(f"sample {index} has inputs ({keys}); the model takes ({', '.join(inputs)})")
@@ -387,7 +387,7 @@ def _input_value(value: Any, name: str, dims: tuple[int | str, ...], dtype: np.d
     return np.ascontiguousarray(array, dtype=dtype)
 
 
-def _session(proto: onnx.ModelProto, threads: int, *, optimize: bool) -> ort.InferenceSession:
+def ort_session(proto: onnx.ModelProto, threads: int, *, optimize: bool) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
@@ -400,7 +400,7 @@ def _session(proto: onnx.ModelProto, threads: int, *, optimize: bool) -> ort.Inf
         raise ModelError(f"onnxruntime cannot load the model ({first}); check it with onnx.checker") from None
 
 
-def _run(sess: ort.InferenceSession, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run_session(sess: ort.InferenceSession, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     try:
         return [np.asarray(v) for v in sess.run(names, feed)]
     except Exception as exc:  # ORT raises its own pybind error types
@@ -417,7 +417,7 @@ def _elem_types(proto: onnx.ModelProto) -> dict[str, int]:
     return {v.name: v.type.tensor_type.elem_type for v in values if v.type.HasField("tensor_type")}
 
 
-def _expose(proto: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+def expose_tensors(proto: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     """A copy of `proto` whose graph outputs are `tensors`, so one run returns them all."""
     types = _elem_types(proto)
     exposed = onnx.ModelProto()
