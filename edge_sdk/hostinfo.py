@@ -6,10 +6,11 @@ conditions of every measurement.
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+
+from edge_sdk.runner import usable_cores  # the runner's own count, so host and device runs agree
 
 # Kernel cpuinfo flags -> the ISA vocabulary the target profiles use.
 _ISA_FLAGS = {
@@ -62,13 +63,6 @@ def read_host_info(proc: Path = Path("/proc"), sys_cpu: Path = Path("/sys/device
         ram_mb=_ram_mb(_read(proc / "meminfo")),
         governor=_read(sys_cpu / "cpu0" / "cpufreq" / "scaling_governor").strip() or None,
     )
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask, as a container or taskset limits it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _read(path: Path) -> str:

@@ -16,8 +16,8 @@ import numpy as np
 import onnxruntime as ort
 
 from edge_sdk.errors import DependencyError, ExportError
-from edge_sdk.hostinfo import usable_cores
 from edge_sdk.model import Model
+from edge_sdk.runner import usable_cores
 from edge_sdk.verify import Fidelity, compare_runs
 
 TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
