@@ -33,6 +33,10 @@ _TINY = float(np.sqrt(np.finfo(np.float32).tiny))
 _DAMP = 0.01  # GPTQ's dampening: 1% of the mean input variance keeps the covariance invertible
 _BLOCK = 128  # GPTQ's lazy-update block: columns rounded before the rest of the row is updated
 _BUDGET_BYTES = 256 * 2**20  # input covariances held at once by round_weights (a 2 GB board copes)
+# bias correction leaves a layer alone when its input mean comes from fewer positions than this: a
+# squeeze-excite conv or a classifier reads one position per sample, and the mean of a few samples
+# is noise that the correction would add to every output (PP-OCR's classifier lost 1.4 dB to it)
+_MIN_POSITIONS = 256
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,28 @@ def _patches(x: np.ndarray, layer: _Layer, kernel: tuple[int, ...]) -> np.ndarra
     return grouped.reshape(g, n * ho * wo, (c // g) * kh * kw)
 
 
+def _patch_sums(x: np.ndarray, layer: _Layer, kernel: tuple[int, ...]) -> tuple[np.ndarray, int]:
+    """The sum over positions of what each output reads, (groups, inputs per output), and the number
+    of positions: _patches summed, one strided slice per kernel tap instead of a copy per position."""
+    node = layer.node
+    if node.op_type == "Gemm":
+        rows = x.reshape(x.shape[0], -1)
+        return rows.sum(axis=0, dtype=np.float64)[None], rows.shape[0]
+    kh, kw = kernel[2:]
+    top, left, bottom, right = _attr(node, "pads", [0, 0, 0, 0])
+    sh, sw = _attr(node, "strides", [1, 1])
+    dh, dw = _attr(node, "dilations", [1, 1])
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    ho = (padded.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    wo = (padded.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    taps = np.empty((x.shape[1], kh, kw))
+    for i in range(kh):
+        for j in range(kw):
+            window = padded[:, :, i * dh : i * dh + (ho - 1) * sh + 1 : sh, j * dw : j * dw + (wo - 1) * sw + 1 : sw]
+            taps[:, i, j] = window.sum(axis=(0, 2, 3), dtype=np.float64)
+    return taps.reshape(layer.groups, -1), x.shape[0] * ho * wo
+
+
 def _set_bias(proto, inits, layer: _Layer, shift: np.ndarray) -> None:
     """Subtracts an output shift (one value per output channel) from the layer's bias, adding one if needed."""
     delta = shift.reshape(-1) * layer.bias_scale
@@ -231,18 +257,22 @@ def correct_bias(
     included, so borders are exact). The float model changes slightly; the quantized one gets closer."""
     proto, inits = _copy(model)
     layers, skipped = _layers(proto, inits)
-    grid, moved = _Grid(per_channel, narrow_range), []
-    for layer, (_, mu) in zip(layers, _moments(model.proto, layers, data, inits, covariance=False), strict=True):
+    grid, moved, few = _Grid(per_channel, narrow_range), [], 0
+    for layer, (_, mu, count) in zip(layers, _moments(model.proto, layers, data, inits, covariance=False), strict=True):
+        if count < _MIN_POSITIONS:
+            few += 1
+            continue
         rows = _rows(_array(inits, layer.weight), layer)
         shift = ((grid.fake_quant(rows) - rows) * mu[:, None, :]).sum(axis=2)
         _set_bias(proto, inits, layer, shift)
         moved.append(float(np.abs(shift).max()))
     detail = (
-        f"bias correction: {len(layers)} Conv/Gemm biases adjusted for int8 weight rounding "
+        f"bias correction: {len(moved)} Conv/Gemm biases adjusted for int8 weight rounding "
         f"({'per channel' if per_channel else 'per tensor'}), largest shift {max(moved, default=0.0):.3g}"
+        + (f"; {few} read too few positions for a steady mean and were left alone" if few else "")
         + _left_alone(skipped)
     )
-    return _finish(model, proto, PrepassReport("bias correction", len(layers), detail))
+    return _finish(model, proto, PrepassReport("bias correction", len(moved), detail))
 
 
 def round_weights(
@@ -257,8 +287,8 @@ def round_weights(
     samples = data if isinstance(data, Sequence) else list(data)  # read once per group of layers
     grid, gains, plain = _Grid(per_channel, narrow_range), [], 0
     for group in _by_budget(layers, inits):
-        for layer, (cov, mu) in zip(group, _moments(model.proto, group, samples, inits), strict=True):
-            gains.append(_round_layer(proto, inits, layer, grid, cov, mu))
+        for layer, (cov, mu, count) in zip(group, _moments(model.proto, group, samples, inits), strict=True):
+            gains.append(_round_layer(proto, inits, layer, grid, cov, mu if count >= _MIN_POSITIONS else None))
             plain += cov is None
     detail = (
         f"weight rounding: {len(layers)} Conv/Gemm weights put on the int8 grid "
@@ -268,6 +298,26 @@ def round_weights(
         + _left_alone(skipped)
     )
     return _finish(model, proto, PrepassReport("weight rounding", len(layers), detail))
+
+
+def gptq_macs(model: Model) -> int | None:
+    """Multiply-adds per calibration sample that round_weights spends gathering input covariances
+    (its dominant cost), or None when an output shape is unknown."""
+    proto, inits = _copy(model)
+    layers, _ = _layers(proto, inits)
+    shapes = {v.name: v.type.tensor_type.shape for v in [*proto.graph.value_info, *proto.graph.output]}
+    total = 0
+    for layer in layers:
+        positions = 1
+        if layer.node.op_type == "Conv":
+            shape = shapes.get(layer.node.output[0])
+            dims = [d.dim_value for d in shape.dim[2:]] if shape is not None else []
+            if not dims or min(dims) <= 0:
+                return None
+            positions = int(np.prod(dims))
+        inputs = _covariance_bytes(layer, inits) // 8  # groups * inputs per output squared
+        total += positions * inputs
+    return total
 
 
 def _covariance_bytes(layer: _Layer, inits) -> int:
@@ -293,35 +343,38 @@ def _by_budget(layers: list[_Layer], inits) -> list[list[_Layer]]:
 
 def _moments(
     proto, layers: list[_Layer], data, inits, *, covariance: bool = True
-) -> list[tuple[np.ndarray | None, np.ndarray]]:
-    """Per layer and group: the mean of what each output reads and, unless not asked for or wider
-    than the budget, the covariance."""
+) -> list[tuple[np.ndarray | None, np.ndarray, int]]:
+    """Per layer and group: the covariance of what each output reads (None when not asked for or
+    wider than the budget), its mean, and the number of positions they come from."""
     shapes = {layer.weight: tuple(inits[layer.weight].dims) for layer in layers}
     wide = {layer.weight for layer in layers if not covariance or _covariance_bytes(layer, inits) > _BUDGET_BYTES}
     sums: dict[str, list] = {layer.weight: [0.0, 0.0, 0] for layer in layers}
 
     def add(layer: _Layer, x: np.ndarray) -> None:
-        p = _patches(x, layer, shapes[layer.weight])
         m = sums[layer.weight]
-        if layer.weight not in wide:
-            p = np.ascontiguousarray(p)
-            m[0] = m[0] + np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)
+        if layer.weight in wide:  # the mean alone needs no patches
+            total, count = _patch_sums(x, layer, shapes[layer.weight])
+            m[1], m[2] = m[1] + total, m[2] + count
+            return
+        p = np.ascontiguousarray(_patches(x, layer, shapes[layer.weight]))
+        m[0] = m[0] + np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)
         m[1] = m[1] + p.sum(axis=1, dtype=np.float64)
         m[2] += p.shape[1]
 
     _collect(proto, layers, data, add)
-    out: list[tuple[np.ndarray | None, np.ndarray]] = []
+    out: list[tuple[np.ndarray | None, np.ndarray, int]] = []
     for layer in layers:
         square, total, count = sums[layer.weight]
         mu = total / count
         if layer.weight in wide:
-            out.append((None, mu))
+            out.append((None, mu, count))
             continue
         cov = square / count - mu[:, :, None] * mu[:, None, :]
         # shrink towards the diagonal (which makes GPTQ plain rounding) as the samples per input fall:
         # with fewer samples than inputs the covariance is singular and GPTQ would fit noise
         shrink = min(1.0, cov.shape[-1] / count)
-        out.append(((1 - shrink) * cov + shrink * np.einsum("gkk->gk", cov)[:, :, None] * np.eye(cov.shape[-1]), mu))
+        diagonal = np.einsum("gkk->gk", cov)[:, :, None] * np.eye(cov.shape[-1])
+        out.append(((1 - shrink) * cov + shrink * diagonal, mu, count))
     return out
 
 
@@ -329,9 +382,9 @@ def _left_alone(skipped: int) -> str:
     return f"; {skipped} Conv/Gemm layers with shared or computed weights left alone" if skipped else ""
 
 
-def _round_layer(proto, inits, layer: _Layer, grid: _Grid, cov: np.ndarray | None, mu: np.ndarray) -> float:
-    """Rounds one layer in place (to nearest without a covariance); returns its output error over
-    nearest rounding's, on the calibration covariance."""
+def _round_layer(proto, inits, layer: _Layer, grid: _Grid, cov: np.ndarray | None, mu: np.ndarray | None) -> float:
+    """Rounds one layer in place (to nearest without a covariance) and corrects its bias (unless
+    `mu` is None); returns its output error over nearest rounding's, on the calibration covariance."""
     weight = _array(inits, layer.weight)
     rows = _rows(weight, layer)
     scale = grid.scales(rows)
@@ -340,7 +393,8 @@ def _round_layer(proto, inits, layer: _Layer, grid: _Grid, cov: np.ndarray | Non
     rounded = nearest if cov is None else _gptq(rows, cov, scale, np.where(keep, nearest, np.nan))
     stored = np.where(keep, rows, rounded)  # the scale-setting element stays as it was: same scale
     _store(inits, layer.weight, _unrows(stored, weight.shape, layer))
-    _set_bias(proto, inits, layer, ((rounded - rows) * mu[:, None, :]).sum(axis=2))
+    if mu is not None:
+        _set_bias(proto, inits, layer, ((rounded - rows) * mu[:, None, :]).sum(axis=2))
     if cov is None:
         return 1.0
     error, baseline = rounded - rows, nearest - rows

@@ -186,6 +186,29 @@ def test_correct_bias_adds_a_bias_where_there_was_none():
     assert len(model.proto.graph.node[0].input) == 2
 
 
+def test_correct_bias_leaves_alone_a_layer_whose_mean_comes_from_few_positions():
+    model = single_layer_model("gemm")  # one row per sample: 8 samples give a mean of 8 rows
+    corrected, report = correct_bias(model, samples(model, 8, seed=4))
+    assert report.changed == 0 and "1 read too few positions for a steady mean" in report.detail
+    assert all(np.array_equal(a, weights(model)[name]) for name, a in weights(corrected).items())
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "pads", "dilation", "groups"),
+    [(3, 2, (1, 1, 1, 1), 1, 1), (5, 1, (2, 2, 2, 2), 1, 4), (3, 1, (0, 1, 1, 0), 2, 2), (1, 1, (0, 0, 0, 0), 1, 1)],
+)
+def test_patch_sums_equal_the_sums_of_the_patches(kernel, stride, pads, dilation, groups):
+    attrs = {"kernel_shape": [kernel] * 2, "strides": [stride] * 2, "pads": list(pads), "dilations": [dilation] * 2}
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=groups, **attrs)
+    layer = prepass._Layer(node, "w", None, groups, 1.0)
+    x = np.random.default_rng(0).standard_normal((2, 4, 11, 9)).astype(np.float32)
+    shape = (8, 4 // groups, kernel, kernel)
+    patches = prepass._patches(x, layer, shape)
+    total, count = prepass._patch_sums(x, layer, shape)
+    assert count == patches.shape[1]
+    np.testing.assert_allclose(total, patches.sum(axis=1, dtype=np.float64), rtol=1e-12, atol=1e-9)
+
+
 # ---------------------------------------------------------------- weight rounding
 
 
