@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import onnx
-
 from edge_sdk.benchmark import benchmark
 from edge_sdk.errors import DeviceError, EdgeSdkError, UsageError
 from edge_sdk.measurement import BenchmarkResult, Prediction
 from edge_sdk.model import Model
 from edge_sdk.profile import TargetProfile
+from edge_sdk.timing import measured_class
 
 if TYPE_CHECKING:
     from edge_sdk.compile import TargetBundle
@@ -218,23 +217,3 @@ def _breakdown(host: BenchmarkResult | None, predicted: Any) -> tuple[dict[str, 
     if isinstance(predicted, BenchmarkResult) and predicted.extra.get("per_class_ms"):
         return {k: float(v) for k, v in predicted.extra["per_class_ms"].items()}, "predicted"
     return {}, None
-
-
-_MEASURED_CLASSES = {  # ONNX Runtime's kernels after its fusions, in the prediction's op classes
-    "conv": ("Conv", "QLinearConv", "FusedConv", "ConvInteger", "NhwcConv", "ConvTranspose"),
-    "fc": ("Gemm", "MatMul", "QGemm", "QLinearMatMul", "FusedMatMul", "MatMulInteger", "MatMulIntegerToFloat"),
-    "quantize": ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"),  # the int8 round trips
-}
-
-
-def measured_class(op_type: str) -> str:
-    """The op class of a measured kernel. Depthwise convolutions count as conv here: the profiler
-    names kernels after fusion, without the group attribute that tells them apart."""
-    from edge_sdk.latency_model import OpClass, op_class
-
-    for name, op_types in _MEASURED_CLASSES.items():
-        if op_type in op_types:
-            return name
-    if op_type.startswith("QLinear"):  # QLinearAdd, QLinearGlobalAveragePool, ...: the float op's class
-        op_type = op_type.removeprefix("QLinear")
-    return op_class(onnx.helper.make_node(op_type, [], [])).value if op_type else OpClass.ELEMENTWISE.value
