@@ -22,6 +22,7 @@ from edge_sdk.engines import EngineName
 from edge_sdk.errors import EdgeSdkError, UsageError
 from edge_sdk.profile import Precision
 from edge_sdk.quantize import Rounding
+from edge_sdk.ranges import RangeMethod
 
 app = typer.Typer(
     add_completion=False,
@@ -108,8 +109,13 @@ def quantize_cmd(
         EngineName.ONNXRUNTIME
     ),
     rounding: Annotated[
-        Rounding, typer.Option(help="Weight pre-pass: nearest, bias-correct or gptq (best, slowest).")
-    ] = (Rounding.BIAS_CORRECT),
+        Rounding,
+        typer.Option(help="Weight pre-pass: auto (gptq where cheap, else bias-correct), nearest, bias-correct, gptq."),
+    ] = Rounding.AUTO,
+    ranges: Annotated[
+        RangeMethod,
+        typer.Option(help="Activation ranges: mse (least quantization error, default) or minmax (ONNX Runtime's)."),
+    ] = RangeMethod.MSE,
     data: Annotated[str | None, typer.Option("--data", help="Evaluation data (same forms as --calib).")] = None,
     preprocess: Annotated[str | None, typer.Option(help="Preprocessing for image folders (e.g. imagenet).")] = None,
     max_drop: Annotated[float | None, typer.Option(help="Accuracy budget in metric points.")] = None,
@@ -130,6 +136,7 @@ def quantize_cmd(
             precision=precision,
             engine=engine,
             rounding=rounding,
+            ranges=ranges,
             evaluation=data,
             preprocess=preprocess,
             max_drop=max_drop,
@@ -157,7 +164,7 @@ def export_cmd(
     calib: Annotated[str | None, typer.Option("--calib", help="Calibration data (int8, int16x8).")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Evaluation data for the LiteRT check.")] = None,
     preprocess: Annotated[str | None, typer.Option(help="Preprocessing for image folders (e.g. imagenet).")] = None,
-    rounding: Annotated[Rounding, typer.Option(help="Weight pre-pass: nearest, bias-correct or gptq.")] = (
+    rounding: Annotated[Rounding, typer.Option(help="Weight pre-pass: bias-correct, gptq, auto or nearest.")] = (
         Rounding.BIAS_CORRECT
     ),
     nchw_io: Annotated[bool, typer.Option("--nchw-io", help="Keep the ONNX model's NCHW inputs/outputs.")] = False,

@@ -1,8 +1,11 @@
 """Quantization engines behind one small interface: each turns (float model, plan, calibration
 data) into a QDQ ONNX model. The SDK owns the plan; the engines own the arithmetic.
 
-- onnxruntime: onnxruntime.quantization (quantize_static QDQ, quantize_dynamic, float16).
-- nncf: nncf.quantize on the ONNX backend. Its telemetry is stubbed before import (NNCF_CI).
+- onnxruntime: onnxruntime.quantization (quantize_static QDQ, quantize_dynamic, float16). Static
+  activation ranges come from edge_sdk.ranges (least squared error by default), handed to
+  quantize_static as its calibration cache.
+- nncf: nncf.quantize on the ONNX backend, which calibrates itself. Its telemetry is stubbed
+  before import (NNCF_CI).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from edge_sdk.errors import DependencyError, QuantizeError
 from edge_sdk.model import Model
 from edge_sdk.plan import QuantPlan
 from edge_sdk.profile import Precision
+from edge_sdk.ranges import RangeMethod, Ranges, activation_ranges, write_calibration_cache
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,12 @@ class Engine(Protocol):
     def applies(self, plan: QuantPlan) -> str | None:
         """None when the engine can serve the plan, else the reason it cannot."""
 
-    def quantize(self, model: Model, plan: QuantPlan, data: Samples) -> onnx.ModelProto: ...
+    def calibrate(self, model: Model, plan: QuantPlan, data: Samples, method: RangeMethod) -> Ranges | None:
+        """The activation ranges quantize() will use, or None when the engine calibrates inside
+        quantize(). Computed once, they serve every quantization of the same model and data (the
+        accuracy fallback quantizes many times)."""
+
+    def quantize(self, model: Model, plan: QuantPlan, data: Samples, ranges: Ranges | None) -> onnx.ModelProto: ...
 
 
 def _activation_type(plan: QuantPlan):
@@ -93,7 +102,13 @@ class OnnxRuntimeEngine:
     def applies(self, plan: QuantPlan) -> str | None:
         return None
 
-    def quantize(self, model: Model, plan: QuantPlan, data: Samples) -> onnx.ModelProto:
+    def calibrate(self, model: Model, plan: QuantPlan, data: Samples, method: RangeMethod) -> Ranges | None:
+        if plan.precision not in (Precision.INT8, Precision.INT16X8) or plan.qnn:
+            return None  # no activation ranges, or the QNN rules' own calibration
+        levels = 255 if plan.precision is Precision.INT8 else 65535
+        return activation_ranges(model.proto, data, method, levels=levels, symmetric=plan.activations.symmetric)
+
+    def quantize(self, model: Model, plan: QuantPlan, data: Samples, ranges: Ranges | None) -> onnx.ModelProto:
         if plan.precision is Precision.FP16:
             return _float16(model)
         with tempfile.TemporaryDirectory() as tmp:
@@ -103,24 +118,29 @@ class OnnxRuntimeEngine:
             excluded = [f.node for f in plan.float_nodes]
             if plan.precision is Precision.DYNAMIC_INT8:
                 _ort_dynamic(source, out, plan, excluded)
+            elif plan.qnn:
+                _ort_qnn(source, out, plan, excluded, data)
             else:
-                _ort_static(source, out, plan, excluded, data)
+                if ranges is None:
+                    ranges = self.calibrate(model, plan, data, RangeMethod.MSE)
+                cache = Path(tmp) / "ranges.json"
+                write_calibration_cache(ranges or {}, cache)
+                _ort_static(source, out, plan, excluded, cache)
             return onnx.load(str(out))
 
 
-def _ort_static(source: Path, out: Path, plan: QuantPlan, excluded: list[str], data: Samples) -> None:
+def _ort_static(source: Path, out: Path, plan: QuantPlan, excluded: list[str], ranges: Path) -> None:
+    """quantize_static with the activation ranges of the calibration cache `ranges` (no calibration pass)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-    if plan.qnn:
-        _ort_qnn(source, out, plan, excluded, data)
-        return
     options = {"WeightSymmetric": plan.weights.symmetric, "ActivationSymmetric": plan.activations.symmetric}
     try:
         with _quiet_root_logger():
             quantize_static(
                 source,
                 out,
-                _reader(data),
+                None,
+                calibration_cache_path=ranges,
                 quant_format=QuantFormat.QDQ,
                 per_channel=plan.weights.per_channel,
                 activation_type=_activation_type(plan),
@@ -197,7 +217,10 @@ class NncfEngine:
             return "nncf does not apply the QNN EP's QDQ rules"
         return None
 
-    def quantize(self, model: Model, plan: QuantPlan, data: Samples) -> onnx.ModelProto:
+    def calibrate(self, model: Model, plan: QuantPlan, data: Samples, method: RangeMethod) -> Ranges | None:
+        return None  # nncf.quantize collects its own statistics
+
+    def quantize(self, model: Model, plan: QuantPlan, data: Samples, ranges: Ranges | None) -> onnx.ModelProto:
         nncf = _import_nncf()
         preset = nncf.QuantizationPreset.PERFORMANCE if plan.activations.symmetric else nncf.QuantizationPreset.MIXED
         ignored = nncf.IgnoredScope(names=[f.node for f in plan.float_nodes], validate=False)

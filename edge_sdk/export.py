@@ -27,7 +27,7 @@ from edge_sdk.plan import STATIC_PRECISIONS, check_float
 from edge_sdk.prepass import correct_bias, round_weights
 from edge_sdk.preprocessing import DeployInfo, deploy_info
 from edge_sdk.profile import Kind, Precision, TargetProfile
-from edge_sdk.quantize import BIAS_SAMPLES, VERIFY_SAMPLES, Rounding, Speed
+from edge_sdk.quantize import BIAS_SAMPLES, VERIFY_SAMPLES, Rounding, Speed, resolve_rounding
 from edge_sdk.serialize import to_jsonable
 from edge_sdk.targets import load_target
 from edge_sdk.tflite_fallback import FallbackJob, tflite_fallback
@@ -198,7 +198,10 @@ def _prepass(
     model: Model, precision: Precision, calib: CalibrationData | None, rounding: Rounding, stage: Stage
 ) -> tuple[Model, str | None]:
     """TFLite's int8 weights are per channel, symmetric, narrow range: round onto that grid here."""
-    if calib is None or precision not in STATIC_PRECISIONS or rounding is Rounding.NEAREST:
+    if calib is None or precision not in STATIC_PRECISIONS:
+        return model, None
+    rounding = resolve_rounding(rounding, model, len(calib))
+    if rounding is Rounding.NEAREST:
         return model, None
     stage(f"weight pre-pass: {rounding.value}")
     if rounding is Rounding.GPTQ:

@@ -20,13 +20,14 @@ from edge_sdk.errors import UsageError
 from edge_sdk.fallback import Budget, FallbackReport, keep_fewest_in_float, rank_layers
 from edge_sdk.model import Model, load_model
 from edge_sdk.plan import STATIC_PRECISIONS, QuantPlan, plan
-from edge_sdk.prepass import correct_bias, round_weights
+from edge_sdk.prepass import correct_bias, gptq_macs, round_weights
 from edge_sdk.profile import Precision, TargetProfile
 from edge_sdk.qdq import remove_redundant_activations, unfused_compute_nodes
-from edge_sdk.rewrite import div_to_mul
+from edge_sdk.ranges import RangeMethod, Ranges
+from edge_sdk.rewrite import div_to_mul, fuse_hard_swish
 from edge_sdk.serialize import to_jsonable
 from edge_sdk.targets import load_target
-from edge_sdk.timing import ort_latency_ms
+from edge_sdk.timing import op_class_ms, ort_latency_ms
 from edge_sdk.verify import Fidelity, verify
 
 Stage = Callable[[str], None]
@@ -36,9 +37,13 @@ BIAS_SAMPLES = 8  # calibration samples whose means drive bias correction (conv 
 VERIFY_SAMPLES = 16  # without evaluation data, the result is checked on this many calibration samples
 
 
+GPTQ_AUTO_MACS = 4 * 10**9  # auto rounding takes GPTQ below this covariance work (a few seconds on 2 cores)
+
+
 class Rounding(str, Enum):
     """How weights meet the int8 grid before the engine quantizes them (edge_sdk.prepass)."""
 
+    AUTO = "auto"  # gptq where it is cheap (GPTQ_AUTO_MACS), else bias-correct
     NEAREST = "nearest"  # the engine's own round-to-nearest
     BIAS_CORRECT = "bias-correct"  # nearest, with each bias corrected for the mean shift it causes
     GPTQ = "gptq"  # GPTQ rounding plus bias correction: best fidelity, slowest
@@ -50,6 +55,7 @@ class _Job:
     prepared: Model  # what the engines quantize: the reference after the weight pre-pass
     calib: CalibrationData
     selection: CalibrationData
+    ranges: RangeMethod  # how the engines that take activation ranges from edge-sdk get them
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class QuantizeResult:
     selected_on: str
     calibration: str
     prepass: str | None
+    ranges: str  # how the kept engine's activation ranges were chosen
     fallback: FallbackReport | None
     speed: tuple[Speed, ...]
     warnings: tuple[str, ...]
@@ -98,7 +105,8 @@ def quantize(
     *,
     precision: Precision | None = None,
     engine: EngineName = EngineName.ONNXRUNTIME,
-    rounding: Rounding = Rounding.BIAS_CORRECT,
+    rounding: Rounding = Rounding.AUTO,
+    ranges: RangeMethod = RangeMethod.MSE,
     evaluation: Any = None,
     preprocess: str | None = None,
     max_drop: float | None = None,
@@ -115,8 +123,8 @@ def quantize(
     preprocessing, .npz/.npy or an iterable of {input: array}); see the README for the options."""
     stage = on_stage or (lambda _: None)
     profile = target if isinstance(target, TargetProfile) else load_target(target, targets_dirs)
-    loaded = model if isinstance(model, Model) else load_model(model, input_shapes=input_shapes)
-    loaded, _ = div_to_mul(loaded)
+    original = model if isinstance(model, Model) else load_model(model, input_shapes=input_shapes)
+    loaded, _ = div_to_mul(fuse_hard_swish(original)[0])
     the_plan = plan(loaded, profile, precision=precision, ignore=ignore)
     engines = _engines(EngineName(engine), the_plan)
     budget = Budget(max_drop, min_sqnr_db) if max_drop is not None or min_sqnr_db is not None else None
@@ -132,11 +140,11 @@ def quantize(
         raise UsageError("--max-drop needs a classifier output (N, C); use --min-sqnr for this model")
     stage(f"weight pre-pass: {Rounding(rounding).value}")
     prepared, prepass = _prepare(loaded, calib, the_plan, Rounding(rounding))
-    job = _Job(reference=loaded, prepared=prepared, calib=calib, selection=selection)
-    candidates, protos = [], {}
+    job = _Job(reference=loaded, prepared=prepared, calib=calib, selection=selection, ranges=RangeMethod(ranges))
+    candidates, protos, calibrated = [], {}, {}
     for item in engines:
         stage(f"quantizing with {item.name.value}")
-        candidate, proto = _run_engine(item, job, the_plan)
+        candidate, proto, calibrated[item.name] = _run_engine(item, job, the_plan)
         candidates.append(candidate)
         protos[item.name] = proto
     best = max(candidates, key=lambda c: _score(c.fidelity))
@@ -146,10 +154,12 @@ def quantize(
     final_plan, proto, fidelity, report = the_plan, protos[best.engine], best.fidelity, None
     if budget is not None:
         stage("accuracy fallback")
-        final_plan, proto, fidelity, report = _fallback(ENGINES[best.engine], job, the_plan, budget, fidelity)
+        final_plan, proto, fidelity, report = _fallback(
+            ENGINES[best.engine], job, the_plan, budget, (proto, fidelity), calibrated[best.engine]
+        )
     stage("timing float and quantized models")
-    speed = _speed(loaded, proto, calib, speed_threads)
-    warnings += _speed_warnings(speed, proto, final_plan)
+    speed = _speed(original, proto, calib, speed_threads)  # against the model as the user gave it
+    warnings += _speed_warnings(speed, original, proto, calib, final_plan)
     result = QuantizeResult(
         plan=final_plan,
         engine=best.engine,
@@ -158,6 +168,7 @@ def quantize(
         selected_on=selected_on,
         calibration=calib.source,
         prepass=prepass,
+        ranges=_ranges_note(calibrated[best.engine], job.ranges),
         fallback=report,
         speed=tuple(speed),
         warnings=tuple(warnings),
@@ -205,10 +216,19 @@ def _is_classifier(model: Model) -> bool:
     return len(shape) == 2 and shape[1] >= 2
 
 
+def resolve_rounding(rounding: Rounding, model: Model, samples: int) -> Rounding:
+    """AUTO as GPTQ when its covariance work over `samples` stays under GPTQ_AUTO_MACS, else BIAS_CORRECT."""
+    if rounding is not Rounding.AUTO:
+        return rounding
+    work = gptq_macs(model)
+    return Rounding.GPTQ if work is not None and work * samples <= GPTQ_AUTO_MACS else Rounding.BIAS_CORRECT
+
+
 def _prepare(model: Model, calib: CalibrationData, the_plan: QuantPlan, rounding: Rounding) -> tuple[Model, str | None]:
     if rounding is Rounding.NEAREST or the_plan.precision not in STATIC_PRECISIONS:
         return model, None
     grid = {"per_channel": the_plan.weights.per_channel, "narrow_range": the_plan.weights.narrow_range}
+    rounding = resolve_rounding(rounding, model, len(calib))
     if rounding is Rounding.GPTQ:
         prepared, report = round_weights(model, list(calib), **grid)
     else:  # means settle within tens of samples; more only costs time
@@ -216,13 +236,24 @@ def _prepare(model: Model, calib: CalibrationData, the_plan: QuantPlan, rounding
     return prepared, report.detail
 
 
-def _run_engine(engine: Engine, job: _Job, the_plan: QuantPlan) -> tuple[Candidate, onnx.ModelProto]:
+def _run_engine(engine: Engine, job: _Job, the_plan: QuantPlan) -> tuple[Candidate, onnx.ModelProto, Ranges | None]:
     start = time.perf_counter()
-    proto = engine.quantize(job.prepared, the_plan, list(job.calib))
+    samples = list(job.calib)
+    ranges = engine.calibrate(job.prepared, the_plan, samples, job.ranges)
+    proto = engine.quantize(job.prepared, the_plan, samples, ranges)
     proto, removed = remove_redundant_activations(proto)
     seconds = time.perf_counter() - start
     fidelity = verify(proto, job.reference, job.selection, labels=job.selection.labels)
-    return Candidate(engine.name, fidelity, seconds, removed, len(unfused_compute_nodes(proto))), proto
+    candidate = Candidate(engine.name, fidelity, seconds, removed, len(unfused_compute_nodes(proto)))
+    return candidate, proto, ranges
+
+
+def _ranges_note(ranges: Ranges | None, method: RangeMethod) -> str:
+    if ranges is None:
+        return "the engine's own calibration"
+    if method is RangeMethod.MINMAX:
+        return f"minmax: the extremes of the calibration data ({len(ranges)} tensors)"
+    return f"mse: least 8-bit quantization error over the calibration data ({len(ranges)} tensors)"
 
 
 def _score(fidelity: Fidelity) -> tuple[float, float]:
@@ -243,12 +274,19 @@ def _summary(fidelity: Fidelity) -> str:
 
 
 def _fallback(
-    engine: Engine, job: _Job, the_plan: QuantPlan, budget: Budget, fidelity: Fidelity
+    engine: Engine,
+    job: _Job,
+    the_plan: QuantPlan,
+    budget: Budget,
+    result: tuple[onnx.ModelProto, Fidelity],
+    ranges: Ranges | None,
 ) -> tuple[QuantPlan, onnx.ModelProto, Fidelity, FallbackReport]:
-    def quantized(the: QuantPlan) -> onnx.ModelProto:
-        return remove_redundant_activations(engine.quantize(job.prepared, the, list(job.calib)))[0]
+    """`result` is the engine's model for `the_plan` and its fidelity; `ranges` its calibration."""
 
-    current = quantized(the_plan)
+    def quantized(the: QuantPlan) -> onnx.ModelProto:
+        return remove_redundant_activations(engine.quantize(job.prepared, the, list(job.calib), ranges))[0]
+
+    current, fidelity = result
     if budget.holds(fidelity):
         return the_plan, current, fidelity, FallbackReport(budget.describe(), True, 0, (), (), 0)
     layers = verify(current, job.reference, job.selection.take(RANKING_SAMPLES), per_layer=True)
@@ -272,7 +310,9 @@ def _speed(model: Model, proto: onnx.ModelProto, calib: CalibrationData, threads
     ]
 
 
-def _speed_warnings(speed: list[Speed], proto: onnx.ModelProto, the_plan: QuantPlan) -> list[str]:
+def _speed_warnings(
+    speed: list[Speed], model: Model, proto: onnx.ModelProto, calib: CalibrationData, the_plan: QuantPlan
+) -> list[str]:
     slow = [s for s in speed if s.quantized_ms > 1.05 * s.float_ms]  # within 5% is timing noise
     if not slow:
         return []
@@ -285,10 +325,26 @@ def _speed_warnings(speed: list[Speed], proto: onnx.ModelProto, the_plan: QuantP
         )
     if the_plan.float_nodes:
         why.append(f"{len(the_plan.float_nodes)} nodes stay in float and every boundary adds a Q/DQ round trip")
-    if not why:
-        why.append("this host's ONNX Runtime int8 kernels are not faster for these layer shapes")
+    why.append(_slower_classes(model.proto, proto, calib.samples[0], slow[0].threads))
     timings = ", ".join(s.against_float for s in slow)
     return [f"the quantized model is slower than float in ONNX Runtime here ({timings}): {'; '.join(why)}"]
+
+
+def _slower_classes(reference: onnx.ModelProto, proto: onnx.ModelProto, sample, threads: int) -> str:
+    """Which op classes take longer quantized than in float on this host, from ONNX Runtime's profiler."""
+    before, after = op_class_ms(reference, sample, threads=threads), op_class_ms(proto, sample, threads=threads)
+    worse = sorted(
+        ((after.get(k, 0.0) - before.get(k, 0.0), k) for k in after.keys() | before.keys()),
+        reverse=True,
+    )
+    parts = [
+        f"{k} {after.get(k, 0.0):.2f} ms vs {before.get(k, 0.0):.2f} ms in float"
+        for gain, k in worse[:3]
+        if gain > 0.01
+    ]
+    if not parts:
+        return "no op class is slower on its own; the difference is within this host's timing noise"
+    return f"ONNX Runtime's profile here ({threads} thread(s)) puts the extra time in " + ", ".join(parts)
 
 
 def _write(result: QuantizeResult, model: Model, profile: TargetProfile, output: Path) -> QuantizeResult:
@@ -304,6 +360,7 @@ def _write(result: QuantizeResult, model: Model, profile: TargetProfile, output:
         "selected_on": result.selected_on,
         "calibration": result.calibration,
         "prepass": result.prepass,
+        "ranges": result.ranges,
         "fallback": result.fallback,
     }
     artifact = write_artifact(path, model_bytes(result.model), manifest)

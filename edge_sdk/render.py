@@ -247,6 +247,7 @@ def quantization(result) -> Group:
     head.add_row("activations", _spec(plan.activations))
     head.add_row("calibration", Text(result.calibration))
     head.add_row("weights pre-pass", Text(result.prepass or "none (the engine's nearest rounding)"))
+    head.add_row("activation ranges", Text(result.ranges))
     head.add_row("engine", f"{result.engine.value}, chosen on {result.selected_on}")
     head.add_row("float nodes", f"{len(plan.float_nodes)} kept in float (listed below)" if plan.float_nodes else "none")
     if result.artifact is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import onnx
@@ -12,7 +13,8 @@ from conftest import conv_bn_relu_model
 from edge_sdk import DataError, QuantizeError, UsageError
 from edge_sdk.demo import DEMO_MODEL
 from edge_sdk.engines import EngineName
-from edge_sdk.quantize import quantize
+from edge_sdk.model import load_model
+from edge_sdk.quantize import Rounding, quantize
 from edge_sdk.recipe import load_recipe, load_split
 from edge_sdk.verify import verify
 
@@ -153,7 +155,7 @@ def test_hexagon_uses_the_qnn_qdq_rules_and_only_onnxruntime():
     assert {t for name, t in types.items() if "_weight_" in name} == {onnx.TensorProto.INT8}
 
 
-@pytest.mark.parametrize("rounding", ["nearest", "bias-correct", "gptq"])
+@pytest.mark.parametrize("rounding", ["nearest", "bias-correct", "gptq", "auto"])
 def test_weight_rounding_modes(tmp_path, rounding):
     result = quantize(
         DEMO_MODEL,
@@ -169,7 +171,24 @@ def test_weight_rounding_modes(tmp_path, rounding):
     if rounding == "nearest":
         assert result.prepass is None and manifest["prepass"] is None
     else:
+        # auto takes GPTQ here: the demo model's covariances cost a few hundred million multiply-adds
         assert result.prepass.startswith("bias correction" if rounding == "bias-correct" else "weight rounding")
         assert manifest["prepass"] == result.prepass
     out = result.fidelity.outputs[0]
     assert out.accuracy_float - out.accuracy_quant <= 0.005 and result.fidelity.worst_sqnr_db > 30
+
+
+def test_auto_rounding_takes_bias_correction_where_gptq_would_be_slow(monkeypatch):
+    quantize_module = sys.modules["edge_sdk.quantize"]  # the package exports the function under that name
+    model = load_model(DEMO_MODEL)
+    assert quantize_module.resolve_rounding(Rounding.AUTO, model, 256) is Rounding.GPTQ
+    monkeypatch.setattr(quantize_module, "GPTQ_AUTO_MACS", 10**6)
+    assert quantize_module.resolve_rounding(Rounding.AUTO, model, 256) is Rounding.BIAS_CORRECT
+    assert quantize_module.resolve_rounding(Rounding.NEAREST, model, 256) is Rounding.NEAREST
+
+
+@pytest.mark.parametrize("method", ["mse", "minmax"])
+def test_activation_range_methods(method):
+    result = quantize(DEMO_MODEL, "rpi5", "demo", engine="onnxruntime", ranges=method, speed_threads=())
+    out = result.fidelity.outputs[0]
+    assert result.fidelity.worst_sqnr_db > 30 and out.top1_agreement >= 0.99
