@@ -25,13 +25,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 from onnx import helper, numpy_helper
 
 from edge_sdk.errors import DataError
+from edge_sdk.gptq import gptq_round, scale_setters
 from edge_sdk.model import Model
 
 # Calibration values below this are flushed to zero before products: their squares would be
 # float32 subnormals, which slow BLAS down a hundredfold and contribute nothing.
 _TINY = float(np.sqrt(np.finfo(np.float32).tiny))
-_DAMP = 0.01  # GPTQ's dampening: 1% of the mean input variance keeps the covariance invertible
-_BLOCK = 128  # GPTQ's lazy-update block: columns rounded before the rest of the row is updated
 _BUDGET_BYTES = 256 * 2**20  # input covariances held at once by round_weights (a 2 GB board copes)
 # bias correction leaves a layer alone when its input mean comes from fewer positions than this: a
 # squeeze-excite conv or a classifier reads one position per sample, and the mean of a few samples
@@ -388,9 +387,9 @@ def _round_layer(proto, inits, layer: _Layer, grid: _Grid, cov: np.ndarray | Non
     weight = _array(inits, layer.weight)
     rows = _rows(weight, layer)
     scale = grid.scales(rows)
-    keep = _scale_setters(rows, per_channel=grid.per_channel)
+    keep = scale_setters(rows, per_channel=grid.per_channel)
     nearest = grid.fake_quant(rows).astype(np.float64)  # also how the engine rounds the kept elements
-    rounded = nearest if cov is None else _gptq(rows, cov, scale, np.where(keep, nearest, np.nan))
+    rounded = nearest if cov is None else gptq_round(rows, cov, scale, np.where(keep, nearest, np.nan))
     stored = np.where(keep, rows, rounded)  # the scale-setting element stays as it was: same scale
     _store(inits, layer.weight, _unrows(stored, weight.shape, layer))
     if mu is not None:
@@ -400,49 +399,3 @@ def _round_layer(proto, inits, layer: _Layer, grid: _Grid, cov: np.ndarray | Non
     error, baseline = rounded - rows, nearest - rows
     reference = np.einsum("grk,gkl,grl->", baseline, cov, baseline)
     return float(np.einsum("grk,gkl,grl->", error, cov, error) / reference) if reference > 0 else 1.0
-
-
-def _scale_setters(rows: np.ndarray, *, per_channel: bool) -> np.ndarray:
-    """The elements with the largest magnitude in each row (or in the tensor): they set the scale."""
-    magnitude = np.abs(rows)
-    return magnitude == magnitude.max(axis=2 if per_channel else None, keepdims=True)
-
-
-def _gptq(rows: np.ndarray, cov: np.ndarray, scale: np.ndarray, fixed: np.ndarray) -> np.ndarray:
-    """Rounds rows (G, R, K) column by column; each column's rounding error is spread over the columns
-    not yet rounded through the inverse input covariance, so the output error E|(Q - W) x|^2 stays
-    small. Where `fixed` is not NaN the rounded value is given. Values stay within +-127 steps."""
-    groups, n_rows, k = rows.shape
-    upper = _inverse_cholesky(cov)
-    w, q = rows.copy(), np.empty_like(rows)
-    step = scale[..., 0]
-    for start in range(0, k, _BLOCK):
-        end = min(start + _BLOCK, k)
-        errors = np.empty((groups, n_rows, end - start))
-        for i in range(start, end):
-            column = w[:, :, i]
-            nearest = np.clip(np.round(column / step), -127, 127) * step
-            q[:, :, i] = np.where(np.isnan(fixed[:, :, i]), nearest, fixed[:, :, i])
-            error = (column - q[:, :, i]) / upper[:, i, i][:, None]
-            w[:, :, i + 1 : end] -= error[:, :, None] * upper[:, None, i, i + 1 : end]
-            errors[:, :, i - start] = error
-        w[:, :, end:] -= errors @ upper[:, start:end, end:]
-    return q
-
-
-def _inverse_cholesky(cov: np.ndarray) -> np.ndarray:
-    """Upper Cholesky factor of the dampened inverse covariance, per group. Inputs with no variance
-    (never active, or constant: the bias correction covers those) are decoupled from the others."""
-    k = cov.shape[-1]
-    diag = np.einsum("gkk->gk", cov)
-    dead = diag <= 1e-12 * np.maximum(diag.max(axis=1, keepdims=True), _TINY)
-    h = np.where(dead[:, :, None] | dead[:, None, :], 0.0, cov)
-    live_mean = np.where(dead, 0.0, diag).sum(axis=1) / np.maximum((~dead).sum(axis=1), 1)
-    damp = _DAMP * live_mean[:, None]
-    for _ in range(4):
-        try:
-            h_damped = h + np.eye(k) * np.where(dead, 1.0, damp)[:, :, None]
-            return np.linalg.cholesky(np.linalg.inv(h_damped)).transpose(0, 2, 1)
-        except np.linalg.LinAlgError:
-            damp = damp * 10  # rounding noise made the covariance indefinite: dampen more
-    raise np.linalg.LinAlgError("input covariance stays indefinite after dampening")
