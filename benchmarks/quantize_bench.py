@@ -133,8 +133,9 @@ METHODS = {
     "nncf": "nncf.quantize defaults ({n} calib)",
     "sdk": "edge-sdk quantize rpi5, auto ({c} calib + {s} held out to choose) -> {engine}",
     "sdk-ort": "edge-sdk quantize rpi5 --engine onnxruntime ({n} calib)",
+    "sdk-minmax": "edge-sdk quantize rpi5 --engine onnxruntime --ranges minmax ({n} calib)",
 }
-DEFAULT_METHODS = ("ort", "nncf", "sdk", "sdk-ort")
+DEFAULT_METHODS = ("ort", "nncf", "sdk", "sdk-ort", "sdk-minmax")
 
 
 # ---------------------------------------------------------------- child: one quantization
@@ -173,7 +174,9 @@ def _quantize_nncf(model, samples: list[dict], out: Path) -> dict:
     return {"seconds": seconds, "nncf": nncf.__version__}
 
 
-def _quantize_sdk(model, samples: list[dict], labels: np.ndarray | None, out: Path, *, engine: str) -> dict:
+def _quantize_sdk(
+    model, samples: list[dict], labels: np.ndarray | None, out: Path, *, engine: str, ranges: str = "mse"
+) -> dict:
     import onnx
 
     from edge_sdk.calibration import CalibrationData
@@ -181,7 +184,7 @@ def _quantize_sdk(model, samples: list[dict], labels: np.ndarray | None, out: Pa
 
     calibration = CalibrationData(tuple(samples), labels, f"bench calibration ({len(samples)} samples)")
     start = time.perf_counter()
-    result = quantize(model, TARGET, calibration, engine=engine, speed_threads=())
+    result = quantize(model, TARGET, calibration, engine=engine, ranges=ranges, speed_threads=())
     seconds = time.perf_counter() - start
     onnx.save(result.model, out)
     candidates = [
@@ -201,6 +204,7 @@ def _quantize_sdk(model, samples: list[dict], labels: np.ndarray | None, out: Pa
         "engine": result.engine.value,
         "selected_on": result.selected_on,
         "candidates": candidates,
+        "prepass": result.prepass,
         "warnings": list(result.warnings),
         "float_nodes": [f"{f.node} ({f.op_type}): {f.reason}" for f in result.plan.float_nodes],
     }
@@ -238,7 +242,8 @@ def child(bench_name: str, method: str, out: Path) -> None:
             record |= _quantize_nncf(model, samples, model_path)
         else:
             engine = "auto" if method == "sdk" else "onnxruntime"
-            record |= _quantize_sdk(model, samples, labels, model_path, engine=engine)
+            ranges = "minmax" if method == "sdk-minmax" else "mse"
+            record |= _quantize_sdk(model, samples, labels, model_path, engine=engine, ranges=ranges)
         record["model"] = str(model_path)
     except Exception:
         record["error"] = traceback.format_exc()
@@ -397,6 +402,16 @@ def print_table(name: str, report: dict) -> None:
         )
 
 
+def print_op_classes(report: dict) -> None:
+    """Where each model spends its time at 1 thread, per op class (ONNX Runtime's profiler): the why
+    behind an int8 model that is slower than float."""
+    per = report["op_class_ms_1t"]
+    classes = sorted({c for times in per.values() for c in times}, key=lambda c: -per["fp32"].get(c, 0.0))
+    print(f"  ms per op class at 1 thread: {'method':12} " + " ".join(f"{c:>11}" for c in classes))
+    for name, times in per.items():
+        print(f"  {'':29}{name:12} " + " ".join(f"{times.get(c, 0.0):>11.3f}" for c in classes))
+
+
 def _host() -> dict:
     import onnxruntime
 
@@ -415,10 +430,12 @@ def _host() -> dict:
 def main() -> None:
     import onnx
 
+    from edge_sdk.timing import op_class_ms
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(BENCHES), default=list(BENCHES))
     parser.add_argument(
-        "--methods", nargs="+", choices=list(METHODS), default=list(DEFAULT_METHODS), help="default: ort nncf sdk"
+        "--methods", nargs="+", choices=list(METHODS), default=list(DEFAULT_METHODS), help="default: all of them"
     )
     parser.add_argument("--quick", action="store_true", help="fewer evaluation samples and timing runs (smoke run)")
     args = parser.parse_args()
@@ -434,11 +451,14 @@ def main() -> None:
     for report in reports.values():
         models = {"fp32": report.pop("float_model")}
         models |= {m: onnx.load(r["model"]).SerializeToString() for m, r in report["rows"].items() if "model" in r}
-        report["latency_ms"] = latencies(models, report.pop("sample"), rounds, runs)
+        sample = report.pop("sample")
+        report["latency_ms"] = latencies(models, sample, rounds, runs)
+        report["op_class_ms_1t"] = {name: op_class_ms(data, sample, runs=runs) for name, data in models.items()}
     load = {"before_timing": load_before, "after_timing": os.getloadavg()}  # other jobs share the cores
     total = time.perf_counter() - start
     for name, report in reports.items():
         print_table(name, report)
+        print_op_classes(report)
     print(
         f"\nlatency: ONNX Runtime CPU EP, median over {rounds} interleaved round(s) of the median of {runs} runs "
         f"after 10 warm-up runs, batch 1. Fidelity 'sim' = Q/DQ evaluated exactly (ORT optimizations off); "

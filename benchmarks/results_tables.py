@@ -91,6 +91,7 @@ QUANTIZE_METHODS = {
     "nncf": "NNCF quantize (defaults)",
     "sdk": "edge-sdk auto",
     "sdk-ort": "edge-sdk --engine onnxruntime",
+    "sdk-minmax": "edge-sdk --engine onnxruntime --ranges minmax",
 }
 QUANTIZE_HEADER = (
     "method", "SQNR dB (exact Q/DQ)", "top-1 agr.", "accuracy", "SQNR dB (host int8 kernels)", "ms {threads}",
