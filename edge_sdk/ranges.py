@@ -132,8 +132,10 @@ def float_tensors(proto: onnx.ModelProto) -> list[str]:
 
 
 def collect_histograms(proto: onnx.ModelProto, data: Iterable[Mapping[str, np.ndarray]]) -> dict[str, Histogram]:
-    """Runs the float model once per sample and histograms every float tensor it computes."""
-    tensors = float_tensors(proto)
+    """Runs the float model once per sample and histograms every float tensor it computes, except
+    those read only by a Relu or Clip (see clipped_inputs)."""
+    skipped = clipped_inputs(proto)
+    tensors = [t for t in float_tensors(proto) if t not in skipped]
     inputs = {i.name for i in proto.graph.input}
     fetched = [t for t in tensors if t not in inputs]
     augmented = onnx.ModelProto()
@@ -152,6 +154,26 @@ def collect_histograms(proto: onnx.ModelProto, data: Iterable[Mapping[str, np.nd
     return histograms
 
 
+def clipped_inputs(proto: onnx.ModelProto) -> dict[str, str]:
+    """{tensor: the activation's output} for float tensors read by nothing but one Relu or Clip (a
+    convolution's output before its ReLU6). Quantizing such a tensor on its activation's range and
+    then clipping gives what clipping and then quantizing gives, which is what ONNX Runtime does
+    when it folds the activation into the preceding node; not observing the tensor lets ONNX
+    Runtime fuse the pair while calibrating."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in proto.graph.output} | {i.name for i in proto.graph.input}
+    produced = {o for node in proto.graph.node for o in node.output}
+    return {
+        name: users[0].output[0]
+        for name, users in readers.items()
+        if name in produced and name not in outputs and len(users) == 1 and users[0].op_type in ("Relu", "Clip")
+        and users[0].input[0] == name
+    }  # fmt: skip
+
+
 def activation_ranges(
     proto: onnx.ModelProto,
     data: Iterable[Mapping[str, np.ndarray]],
@@ -165,8 +187,17 @@ def activation_ranges(
     nothing where rounding error is already negligible)."""
     histograms = collect_histograms(proto, data)
     if method is RangeMethod.MINMAX or levels > 255:
-        return {name: h.extremes() for name, h in histograms.items()}
-    return {name: h.best_range(levels, symmetric=symmetric) for name, h in histograms.items()}
+        found = {name: h.extremes() for name, h in histograms.items()}
+    else:
+        found = {name: h.best_range(levels, symmetric=symmetric) for name, h in histograms.items()}
+    clipped = clipped_inputs(proto)
+    for name in clipped:
+        source = clipped[name]
+        while source in clipped:  # Relu then Clip: the last activation's range
+            source = clipped[source]
+        if source in found:
+            found[name] = found[source]
+    return {name: found[name] for name in float_tensors(proto) if name in found}
 
 
 def write_calibration_cache(ranges: Mapping[str, Range], path: Path) -> None:

@@ -104,6 +104,7 @@ def test_every_float_tensor_gets_a_range_and_minmax_matches_the_data():
     xs = np.concatenate([s["x"] for s in data])
     assert found["x"] == (pytest.approx(float(xs.min())), pytest.approx(float(xs.max())))
     assert found["r1"][0] == 0.0
+    assert found["c1"] == found["r1"], "a tensor read only by a Relu takes the Relu's range"
     wide = activation_ranges(model.proto, data, RangeMethod.MSE, levels=65535)  # 16 bits: the extremes
     assert wide == found
 
@@ -129,3 +130,20 @@ def test_quantize_static_takes_the_ranges_from_the_cache_without_calibrating(tmp
     values = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
     spans = sorted(255 * float(values[n.input[1]]) for n in quantized.graph.node if n.op_type == "QuantizeLinear")
     assert spans == pytest.approx([5.0, 5.1, 16.0], rel=1e-6)  # x, r1 (conv1's output after Relu), y
+
+
+def test_inputs_of_relu_and_clip_chains_are_not_observed():
+    nodes = [
+        helper.make_node("Relu", ["a"], ["b"], name="relu"),
+        helper.make_node("Clip", ["b", "lo", "hi"], ["c"], name="clip"),
+        helper.make_node("Relu", ["c"], ["y"], name="out"),
+        helper.make_node("Neg", ["x"], ["a"], name="neg"),
+    ]
+    inits = [const("lo", np.float32(0.0)), const("hi", np.float32(6.0))]
+    proto = load_model(
+        make_model([nodes[3], *nodes[:3]], [("x", [1, 4])], [("y", [1, 4])], inits), simplify=False
+    ).proto
+    assert ranges.clipped_inputs(proto) == {"a": "b", "b": "c", "c": "y"}
+    data = [{"x": np.array([[-9.0, -1.0, 2.0, 3.0]], np.float32)}]
+    found = activation_ranges(proto, data, RangeMethod.MINMAX)
+    assert found["a"] == found["b"] == found["c"] == found["y"] == (0.0, 6.0)
