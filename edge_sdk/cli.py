@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -251,9 +253,20 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+# Set by Ctrl-C. A library that swallows the KeyboardInterrupt (a bare except around an import) turns
+# it into some later error; after Ctrl-C, whatever error follows is reported as the interruption.
+_interrupted = threading.Event()
+
+
+def _on_sigint(signum, frame) -> None:
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("onnxslim").setLevel(logging.ERROR)
+    signal.signal(signal.SIGINT, _on_sigint)
     with native_stderr_filtered():
         _run()
 
@@ -264,6 +277,8 @@ def _run() -> None:
         if code == 130:  # typer turns Ctrl-C into this return value outside standalone mode
             _fail("interrupted; nothing was written", 130)
     except EdgeSdkError as exc:
+        if _interrupted.is_set():
+            _fail("interrupted; nothing was written", 130)
         _fail(str(exc), exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -208,3 +208,21 @@ def test_quantize_an_already_quantized_model(tmp_path):
         str(tmp_path / "again"),
     )
     assert_one_line_error(proc, "already quantized", "pass the float model")
+
+
+def test_an_error_after_ctrl_c_is_reported_as_the_interruption(monkeypatch, capsys):
+    """A library that swallows the KeyboardInterrupt (a bare except around an import) surfaces it as
+    another error, e.g. a missing dependency; after Ctrl-C the CLI reports the interruption."""
+    from edge_sdk import cli
+    from edge_sdk.errors import DependencyError
+
+    def interrupted_import(**_):
+        cli._interrupted.set()
+        raise DependencyError("quantized TFLite export needs ai-edge-quantizer: pip install ai-edge-quantizer")
+
+    monkeypatch.setattr(cli, "app", interrupted_import)
+    monkeypatch.setattr(cli, "_interrupted", type(cli._interrupted)())
+    with pytest.raises(SystemExit) as exited:
+        cli._run()
+    assert exited.value.code == 130
+    assert "interrupted; nothing was written" in capsys.readouterr().err
