@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper
 
 from edge_sdk.errors import DataError
+from edge_sdk.verify import expose_tensors
 
 BINS = 2048  # histogram resolution: 1/2048 of a tensor's span
 CANDIDATES = 128  # range ends tried on each side of zero: ends are placed to 1/128 of the span
@@ -138,17 +138,13 @@ def collect_histograms(proto: onnx.ModelProto, data: Iterable[Mapping[str, np.nd
     tensors = [t for t in float_tensors(proto) if t not in skipped]
     inputs = {i.name for i in proto.graph.input}
     fetched = [t for t in tensors if t not in inputs]
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(proto)
-    known = {v.name: v for v in [*augmented.graph.value_info, *augmented.graph.output]}
-    del augmented.graph.output[:]
-    augmented.graph.output.extend(known.get(t) or helper.make_tensor_value_info(t, _FLOAT, None) for t in fetched)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    exposed = expose_tensors(proto, fetched or [o.name for o in proto.graph.output])  # a graph needs an output
+    session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
     histograms = {t: Histogram() for t in tensors}
     for sample in data:
-        outputs = dict(zip(fetched, session.run(fetched, dict(sample)), strict=True))
+        outputs = dict(zip(fetched, session.run(fetched, dict(sample)) if fetched else [], strict=True))
         for name, histogram in histograms.items():
             histogram.add(np.asarray(outputs[name] if name in outputs else sample[name], np.float32))
     return histograms
