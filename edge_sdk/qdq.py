@@ -24,7 +24,8 @@ _QRANGE = {
 }
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def graph_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """{name: value} of the graph's initializers and Constant nodes."""
     values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
@@ -60,7 +61,7 @@ def remove_redundant_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProt
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    constants = _constants(graph)
+    constants = graph_constants(graph)
     consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for node in graph.node:
         for name in node.input:

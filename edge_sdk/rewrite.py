@@ -18,6 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edge_sdk.model import Model
+from edge_sdk.qdq import graph_constants
 
 
 def div_to_mul(model: Model) -> tuple[Model, int]:
@@ -92,10 +93,7 @@ class _HardSwishes:
 
     def __init__(self, graph: onnx.GraphProto) -> None:
         self.graph = graph
-        self.constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        for node in graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
-                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.constants = graph_constants(graph)
         self.producer = {o: n for n in graph.node for o in n.output}
         self.users: dict[str, int] = {o.name: 1 for o in graph.output}  # a graph output has a user outside
         for node in graph.node:
