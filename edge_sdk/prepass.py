@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnxruntime as ort
-from numpy.lib.stride_tricks import sliding_window_view
 from onnx import helper, numpy_helper
 
 from edge_sdk.errors import DataError
@@ -192,19 +191,28 @@ def _input(x: np.ndarray, layer: _Layer) -> np.ndarray:
     return x.T if layer.node.op_type == "Gemm" and _attr(layer.node, "transA", 0) else x
 
 
-def _patches(x: np.ndarray, layer: _Layer, kernel: tuple[int, ...]) -> np.ndarray:
-    """What each output of the layer reads: (groups, positions, inputs per output), in the weight's order."""
+def _taps(x: np.ndarray, layer: _Layer, kernel: tuple[int, ...]) -> list[list[np.ndarray]]:
+    """The zero-padded input as each kernel tap of a Conv sees it: taps[i][j] is (N, C, Ho, Wo), the
+    value under tap (i, j) at every output position (strided views, no copies)."""
     node = layer.node
-    if node.op_type == "Gemm":
-        return x.reshape(1, x.shape[0], -1)
     kh, kw = kernel[2:]
     top, left, bottom, right = _attr(node, "pads", [0, 0, 0, 0])
     sh, sw = _attr(node, "strides", [1, 1])
     dh, dw = _attr(node, "dilations", [1, 1])
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    windows = sliding_window_view(padded, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # N, C, Ho, Wo, kh, kw
-    n, c, ho, wo = windows.shape[:4]
+    ho = (padded.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    wo = (padded.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    rows = [slice(i * dh, i * dh + (ho - 1) * sh + 1, sh) for i in range(kh)]
+    cols = [slice(j * dw, j * dw + (wo - 1) * sw + 1, sw) for j in range(kw)]
+    return [[padded[:, :, r, c] for c in cols] for r in rows]
+
+
+def _patches(x: np.ndarray, layer: _Layer, kernel: tuple[int, ...]) -> np.ndarray:
+    """What each output of the layer reads: (groups, positions, inputs per output), in the weight's order."""
+    if layer.node.op_type == "Gemm":
+        return x.reshape(1, x.shape[0], -1)
+    windows = np.stack([np.stack(row, axis=-1) for row in _taps(x, layer, kernel)], axis=-2)  # N, C, Ho, Wo, kh, kw
+    n, c, ho, wo, kh, kw = windows.shape
     g = layer.groups
     grouped = windows.reshape(n, g, c // g, ho, wo, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
     return grouped.reshape(g, n * ho * wo, (c // g) * kh * kw)
@@ -213,23 +221,13 @@ def _patches(x: np.ndarray, layer: _Layer, kernel: tuple[int, ...]) -> np.ndarra
 def _patch_sums(x: np.ndarray, layer: _Layer, kernel: tuple[int, ...]) -> tuple[np.ndarray, int]:
     """The sum over positions of what each output reads, (groups, inputs per output), and the number
     of positions: _patches summed, one strided slice per kernel tap instead of a copy per position."""
-    node = layer.node
-    if node.op_type == "Gemm":
+    if layer.node.op_type == "Gemm":
         rows = x.reshape(x.shape[0], -1)
         return rows.sum(axis=0, dtype=np.float64)[None], rows.shape[0]
-    kh, kw = kernel[2:]
-    top, left, bottom, right = _attr(node, "pads", [0, 0, 0, 0])
-    sh, sw = _attr(node, "strides", [1, 1])
-    dh, dw = _attr(node, "dilations", [1, 1])
-    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    ho = (padded.shape[2] - (kh - 1) * dh - 1) // sh + 1
-    wo = (padded.shape[3] - (kw - 1) * dw - 1) // sw + 1
-    taps = np.empty((x.shape[1], kh, kw))
-    for i in range(kh):
-        for j in range(kw):
-            window = padded[:, :, i * dh : i * dh + (ho - 1) * sh + 1 : sh, j * dw : j * dw + (wo - 1) * sw + 1 : sw]
-            taps[:, i, j] = window.sum(axis=(0, 2, 3), dtype=np.float64)
-    return taps.reshape(layer.groups, -1), x.shape[0] * ho * wo
+    taps = _taps(x, layer, kernel)
+    sums = np.array([[tap.sum(axis=(0, 2, 3), dtype=np.float64) for tap in row] for row in taps])  # kh, kw, C
+    n, _, ho, wo = taps[0][0].shape
+    return sums.transpose(2, 0, 1).reshape(layer.groups, -1), n * ho * wo
 
 
 def _set_bias(proto, inits, layer: _Layer, shift: np.ndarray) -> None:
